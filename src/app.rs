@@ -1,0 +1,299 @@
+//! Building and running larder: settings → pools and migrations → state → router → listener,
+//! then serve until a shutdown signal, let in-flight requests finish, stop the workers.
+
+use std::future::Future;
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::serve::ListenerExt;
+use clap::Parser;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::password;
+use crate::auth::throttle::LoginThrottle;
+use crate::auth::token::Tokens;
+use crate::config::{AdminCommand, AdminCreate, Cli, Command, DatabaseUrl, Settings};
+use crate::domain::user::{Email, Password};
+use crate::limits::memory::InProcessLimiter;
+use crate::limits::SharedLimiter;
+use crate::state::{AppContext, AppState};
+use crate::store::{self, Db};
+
+/// The process entry point: parse the command line, then serve or run an admin command.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return settings_error(error),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("larder: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Serve(settings) => {
+            if let Err(problem) = settings.check() {
+                eprintln!("larder: invalid settings: {problem}");
+                return ExitCode::from(2);
+            }
+            crate::telemetry::init_logging(&settings.log_level, settings.log_format);
+            runtime.block_on(serve(*settings))
+        }
+        Command::Admin {
+            action: AdminCommand::Create(args),
+        } => runtime.block_on(create_admin_from_stdin(args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("larder: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Help and version print as usual; a bad setting is one clear line and exit code 2.
+fn settings_error(error: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+        let _ = error.print();
+        return ExitCode::SUCCESS;
+    }
+    let rendered = error.render().to_string();
+    let line = rendered
+        .lines()
+        .find(|line| !line.trim().is_empty())
+        .unwrap_or("invalid command line")
+        .trim_start_matches("error: ");
+    eprintln!("larder: invalid settings: {line}");
+    ExitCode::from(2)
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let app = Application::build(settings).await?;
+    tracing::info!(address = %app.address(), "larder is serving");
+    app.run_until(shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutdown requested: no new connections, finishing in-flight requests");
+}
+
+async fn create_admin_from_stdin(args: AdminCreate) -> anyhow::Result<()> {
+    let email = Email::parse(&args.email).map_err(|e| anyhow::anyhow!("--email: {e}"))?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).context("reading the password from stdin")?;
+    let password = Password::parse(line.trim_end_matches(['\r', '\n']))
+        .map_err(|e| anyhow::anyhow!("password: {}", e.msg))?;
+    let db = Db::connect(&args.database).await.context("opening the database")?;
+    let user = ensure_admin(&db, &email, &password).await?;
+    db.close().await;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "admin {} is ready (id {})", user.email, user.id)?;
+    Ok(())
+}
+
+async fn ensure_admin(db: &Db, email: &Email, password: &Password) -> anyhow::Result<store::users::User> {
+    let hash = password::hash(password).await?;
+    Ok(store::users::upsert_admin(db, email, &hash).await?)
+}
+
+/// The token secret: `LARDER_JWT_SECRET`, else one generated once and kept beside the SQLite
+/// file (so restarts keep sessions), else (PostgreSQL without a secret) one per process.
+fn jwt_secret(settings: &Settings) -> anyhow::Result<Vec<u8>> {
+    if let Some(secret) = &settings.jwt_secret {
+        return Ok(secret.as_bytes().to_vec());
+    }
+    let Some(database) = Db::sqlite_path(&settings.database.database_url) else {
+        tracing::warn!("LARDER_JWT_SECRET is not set: tokens will not survive a restart or work across processes");
+        return Ok(random_secret().into_bytes());
+    };
+    let mut path = database.into_os_string();
+    path.push(".jwt-secret");
+    read_or_create_secret(Path::new(&path))
+}
+
+fn random_secret() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn read_or_create_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
+    use std::fs::OpenOptions;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    match options.open(path) {
+        Ok(mut file) => {
+            let secret = random_secret();
+            file.write_all(secret.as_bytes())?;
+            file.sync_all()?;
+            Ok(secret.into_bytes())
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+            let secret = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the token secret {}", path.display()))?;
+            let secret = secret.trim();
+            anyhow::ensure!(secret.len() >= 32, "the token secret in {} is too short", path.display());
+            Ok(secret.as_bytes().to_vec())
+        }
+        Err(error) => Err(error).with_context(|| format!("creating the token secret {}", path.display())),
+    }
+}
+
+/// A built server: bound to its port, state ready, background tasks running.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+    address: SocketAddr,
+    background: Vec<JoinHandle<()>>,
+    stop: CancellationToken,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let db = Db::connect(&settings.database)
+            .await
+            .with_context(|| format!("opening the database {}", redact(&settings.database.database_url)))?;
+        if let (Some(email), Some(password)) = (&settings.admin_email, &settings.admin_password) {
+            let email = Email::parse(email).map_err(|e| anyhow::anyhow!("LARDER_ADMIN_EMAIL: {e}"))?;
+            let password = Password::parse(password).map_err(|e| anyhow::anyhow!("LARDER_ADMIN_PASSWORD: {}", e.msg))?;
+            ensure_admin(&db, &email, &password).await?;
+        }
+        let tokens = Tokens::new(&jwt_secret(&settings)?, settings.token_ttl);
+        let limiter: SharedLimiter = Arc::new(InProcessLimiter::new(settings.rate_limit));
+        tokio::task::spawn_blocking(password::warm_up);
+
+        let listener = TcpListener::bind(settings.bind)
+            .await
+            .with_context(|| format!("binding {}", settings.bind))?;
+        let address = listener.local_addr()?;
+        let state = AppState::new(AppContext {
+            settings,
+            db,
+            tokens,
+            limiter,
+            login_throttle: LoginThrottle::default(),
+            jobs: crate::jobs::Queue::default(),
+        });
+        let stop = CancellationToken::new();
+        let background = vec![tokio::spawn(housekeeping(state.clone(), stop.clone()))];
+        let router = crate::http::router(state.clone());
+        Ok(Application {
+            listener,
+            router,
+            state,
+            address,
+            background,
+            stop,
+        })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    pub fn state(&self) -> AppState {
+        self.state.clone()
+    }
+
+    /// Serves until `shutdown` completes, then gives in-flight requests the grace period.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let grace = self.state.settings.grace_period();
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let listener = self.listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let server = axum::serve(
+            listener,
+            self.router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stopping_tx.send(());
+        });
+        let deadline = async move {
+            if stopping_rx.await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            result = server => result.context("serving HTTP")?,
+            _ = deadline => tracing::warn!(?grace, "grace period over: dropping unfinished requests"),
+        }
+        self.stop.cancel();
+        for task in self.background {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        self.state.db.close().await;
+        tracing::info!("larder stopped");
+        Ok(())
+    }
+}
+
+/// Periodic chores: expire idempotency keys, forget idle rate-limit and login-failure state.
+async fn housekeeping(state: AppState, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(error) = store::idempotency::sweep(&state.db).await {
+            tracing::warn!(%error, "sweeping idempotency keys failed");
+        }
+        state.limiter.evict_stale();
+        state.login_throttle.sweep(std::time::Instant::now());
+    }
+}
+
+/// The database URL without its password, for messages.
+fn redact(url: &DatabaseUrl) -> String {
+    match url {
+        DatabaseUrl::Sqlite(url) => url.clone(),
+        DatabaseUrl::Postgres(url) => match (url.find("://"), url.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
+            _ => url.clone(),
+        },
+    }
+}

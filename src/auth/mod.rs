@@ -1,0 +1,8 @@
+//! Authentication: password hashing, bearer tokens, the `AuthUser` extractor, login throttling.
+
+pub mod extract;
+pub mod password;
+pub mod throttle;
+pub mod token;
+
+pub use extract::{AuthUser, MaybeAuthUser};

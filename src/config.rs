@@ -1,0 +1,308 @@
+//! Typed settings from flags and `LARDER_*` variables, checked when they are loaded.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "larder", version, about = "An items-and-users JSON API that speaks HTTP precisely")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API.
+    Serve(Box<Settings>),
+    /// Administrative tasks.
+    Admin {
+        #[command(subcommand)]
+        action: AdminCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create an admin account (or promote an existing account to admin).
+    Create(AdminCreate),
+}
+
+#[derive(Debug, Args)]
+pub struct AdminCreate {
+    /// The admin's email address.
+    #[arg(long)]
+    pub email: String,
+    /// Read the password from standard input (one line).
+    #[arg(long, required = true)]
+    pub password_stdin: bool,
+    #[command(flatten)]
+    pub database: DatabaseSettings,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseSettings {
+    /// Database URL: `sqlite://path.db` (created if missing) or `postgres://...`.
+    #[arg(long, env = "LARDER_DATABASE_URL", default_value = "sqlite://larder.db")]
+    pub database_url: DatabaseUrl,
+    /// Connections in the pool (on SQLite: the read pool; writes use one connection).
+    #[arg(long, env = "LARDER_POOL_SIZE", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub pool_size: u32,
+    /// Seconds to wait for a free connection before answering 503.
+    #[arg(long, env = "LARDER_POOL_TIMEOUT", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub pool_timeout: u64,
+    /// SQLite durability: `full` survives power loss, `normal` may lose the last commits on power loss.
+    #[arg(long, env = "LARDER_SQLITE_SYNC", value_enum, default_value_t = SqliteSync::Full)]
+    pub sqlite_sync: SqliteSync,
+}
+
+impl DatabaseSettings {
+    pub fn pool_timeout(&self) -> Duration {
+        Duration::from_secs(self.pool_timeout)
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "LARDER_BIND", default_value = "127.0.0.1:8000")]
+    pub bind: SocketAddr,
+    #[command(flatten)]
+    pub database: DatabaseSettings,
+    /// Largest request body in bytes (413 above it).
+    #[arg(long, env = "LARDER_MAX_BODY", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_body: u64,
+    /// Largest body in bytes for `POST /process` (bulk imports).
+    #[arg(long, env = "LARDER_IMPORT_MAX_BODY", default_value_t = 64 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub import_max_body: u64,
+    /// Log filter, e.g. `info` or `larder=debug,info`.
+    #[arg(long, env = "LARDER_LOG_LEVEL", default_value = "info", value_parser = parse_log_filter)]
+    pub log_level: String,
+    /// Log line format.
+    #[arg(long, env = "LARDER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Seconds in-flight requests get to finish after SIGTERM / Ctrl-C.
+    #[arg(long, env = "LARDER_GRACE_PERIOD", default_value_t = 10)]
+    pub grace_period: u64,
+    /// Seconds a request may take before it is answered 503.
+    #[arg(long, env = "LARDER_REQUEST_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout: u64,
+    /// Deployment environment; `production` requires `LARDER_JWT_SECRET`.
+    #[arg(long = "env", env = "LARDER_ENV", value_enum, default_value_t = Environment::Development)]
+    pub environment: Environment,
+    /// Secret for signing tokens (at least 32 bytes).
+    #[arg(long, env = "LARDER_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Lifetime of an access token in seconds.
+    #[arg(long, env = "LARDER_TOKEN_TTL", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub token_ttl: u64,
+    /// Email of an admin to create at start (idempotent).
+    #[arg(long, env = "LARDER_ADMIN_EMAIL")]
+    pub admin_email: Option<String>,
+    /// Password of the admin created at start.
+    #[arg(long, env = "LARDER_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+    /// Rate limit of `GET /api/data` per `client`, as `requests/window`, e.g. `100/60s`.
+    #[arg(long, env = "LARDER_RATE_LIMIT", default_value = "100/60s")]
+    pub rate_limit: RateLimitSpec,
+    /// Redis URL; when set, rate limits are shared by every process.
+    #[arg(long, env = "LARDER_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Background job workers in this process.
+    #[arg(long, env = "LARDER_WORKERS", default_value_t = 2)]
+    pub workers: usize,
+    /// Comma-separated origins allowed by CORS (`*` for any); CORS is off when unset.
+    #[arg(long, env = "LARDER_CORS_ORIGINS")]
+    pub cors_origins: Option<String>,
+    /// Seconds a worker holds a job before another process may take it over.
+    #[arg(long, env = "LARDER_JOB_LEASE", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub job_lease: u64,
+    /// Enable routes and job kinds that exist only for tests (panics on purpose).
+    #[arg(long, env = "LARDER_TEST_HOOKS", hide = true)]
+    pub test_hooks: bool,
+}
+
+impl Settings {
+    /// Checks that span several settings; clap already checked each one alone.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(secret) = &self.jwt_secret
+            && secret.len() < 32
+        {
+            return Err("LARDER_JWT_SECRET must be at least 32 bytes".into());
+        }
+        if self.environment == Environment::Production && self.jwt_secret.is_none() {
+            return Err("LARDER_JWT_SECRET is required when LARDER_ENV=production".into());
+        }
+        if self.admin_email.is_some() != self.admin_password.is_some() {
+            return Err("LARDER_ADMIN_EMAIL and LARDER_ADMIN_PASSWORD must be set together".into());
+        }
+        if let Some(url) = &self.redis_url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return Err(format!("LARDER_REDIS_URL must start with redis://, got {url:?}"));
+        }
+        Ok(())
+    }
+
+    pub fn grace_period(&self) -> Duration {
+        Duration::from_secs(self.grace_period)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout)
+    }
+
+    /// Settings for tests and embedding: a fresh database, port 0, quiet logs.
+    pub fn for_database(database_url: DatabaseUrl) -> Self {
+        let cli = Cli::parse_from(["larder", "serve", "--bind", "127.0.0.1:0"]);
+        let Command::Serve(mut settings) = cli.command else {
+            unreachable!("serve was parsed")
+        };
+        settings.database.database_url = database_url;
+        *settings
+    }
+}
+
+fn parse_log_filter(value: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::builder()
+        .parse(value)
+        .map(|_| value.to_string())
+        .map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SqliteSync {
+    Full,
+    Normal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+/// Where the data lives; only the two supported schemes can be constructed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Sqlite(String),
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    pub fn as_str(&self) -> &str {
+        match self {
+            DatabaseUrl::Sqlite(url) | DatabaseUrl::Postgres(url) => url,
+        }
+    }
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        if value.starts_with("sqlite:") {
+            Ok(DatabaseUrl::Sqlite(value.to_string()))
+        } else if value.starts_with("postgres://") || value.starts_with("postgresql://") {
+            Ok(DatabaseUrl::Postgres(value.to_string()))
+        } else {
+            Err("expected sqlite://PATH or postgres://...".into())
+        }
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `requests/window`, e.g. `100/60s`, `10/1m`, `5/500ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitSpec {
+    pub requests: u32,
+    pub window: Duration,
+}
+
+impl RateLimitSpec {
+    /// The window in whole seconds, as the `RateLimit-Policy` header states it (at least 1).
+    pub fn window_secs(&self) -> u64 {
+        self.window.as_secs_f64().ceil().max(1.0) as u64
+    }
+}
+
+impl FromStr for RateLimitSpec {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        let malformed = || format!("expected REQUESTS/WINDOW such as 100/60s, got {value:?}");
+        let (requests, window) = value.split_once('/').ok_or_else(malformed)?;
+        let requests: u32 = requests.trim().parse().map_err(|_| malformed())?;
+        let window = window.trim();
+        let split = window
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(window.len());
+        let (amount, unit) = window.split_at(split);
+        let amount: u64 = amount.parse().map_err(|_| malformed())?;
+        let window = match unit {
+            "ms" => Duration::from_millis(amount),
+            "" | "s" => Duration::from_secs(amount),
+            "m" => Duration::from_secs(amount * 60),
+            "h" => Duration::from_secs(amount * 3600),
+            _ => return Err(malformed()),
+        };
+        if requests == 0 || window.is_zero() {
+            return Err(format!("requests and window must be positive, got {value:?}"));
+        }
+        Ok(RateLimitSpec { requests, window })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_spec_parses_units() {
+        let spec: RateLimitSpec = "100/60s".parse().unwrap();
+        assert_eq!(spec.requests, 100);
+        assert_eq!(spec.window, Duration::from_secs(60));
+        assert_eq!(
+            "5/2m".parse::<RateLimitSpec>().unwrap().window,
+            Duration::from_secs(120)
+        );
+        assert_eq!(
+            "5/250ms".parse::<RateLimitSpec>().unwrap().window,
+            Duration::from_millis(250)
+        );
+    }
+
+    #[test]
+    fn rate_limit_spec_rejects_garbage() {
+        for bad in ["", "100", "100/", "/60s", "0/60s", "10/0s", "10/60x", "-1/60s", "a/b"] {
+            assert!(bad.parse::<RateLimitSpec>().is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn database_url_accepts_only_known_schemes() {
+        assert!(matches!(
+            "sqlite://x.db".parse::<DatabaseUrl>(),
+            Ok(DatabaseUrl::Sqlite(_))
+        ));
+        assert!(matches!(
+            "postgres://u@h/db".parse::<DatabaseUrl>(),
+            Ok(DatabaseUrl::Postgres(_))
+        ));
+        assert!("mysql://x".parse::<DatabaseUrl>().is_err());
+    }
+}

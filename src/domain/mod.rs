@@ -1,0 +1,5 @@
+//! Domain types: values that cannot be constructed invalid. No I/O here.
+
+pub mod fields;
+pub mod item;
+pub mod user;

@@ -1,0 +1,217 @@
+//! Users: email, password and name as values that are valid once they exist.
+
+use serde_json::Value;
+
+use super::fields::{Fields, error};
+use crate::http::error::FieldError;
+
+/// An email address as the user typed it; `key()` is the case-insensitive identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let value = value.trim();
+        let Some((local, domain)) = value.rsplit_once('@') else {
+            return Err("value is not a valid email address: An email address must have an @-sign.".into());
+        };
+        let bad = |why: &str| Err(format!("value is not a valid email address: {why}"));
+        if local.is_empty() {
+            return bad("There must be something before the @-sign.");
+        }
+        if local.len() > 64 || value.len() > 254 {
+            return bad("The email address is too long.");
+        }
+        if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return bad("The email address contains invalid characters.");
+        }
+        if local.contains('@') || local.starts_with('.') || local.ends_with('.') || local.contains("..") {
+            return bad("The part before the @-sign is not valid.");
+        }
+        let labels: Vec<&str> = domain.split('.').collect();
+        let label_ok = |label: &&str| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+        };
+        if labels.len() < 2 || !labels.iter().all(label_ok) {
+            return bad("The part after the @-sign is not valid. It should have a period.");
+        }
+        Ok(Email(value.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The form the uniqueness constraint compares: lower case.
+    pub fn key(&self) -> String {
+        self.0.to_lowercase()
+    }
+}
+
+/// A password of 8 to 256 characters; only its Argon2id hash is ever stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(..)")
+    }
+}
+
+impl Password {
+    pub const MIN: usize = 8;
+    pub const MAX: usize = 256;
+
+    pub fn parse(value: &str) -> Result<Self, FieldError> {
+        let length = value.chars().count();
+        if length < Self::MIN {
+            Err(error(
+                "password",
+                "string_too_short",
+                format!("String should have at least {} characters", Self::MIN),
+            ))
+        } else if length > Self::MAX {
+            Err(error(
+                "password",
+                "string_too_long",
+                format!("String should have at most {} characters", Self::MAX),
+            ))
+        } else {
+            Ok(Password(value.to_string()))
+        }
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A registration: what `POST /users` accepts.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub email: Email,
+    pub password: Password,
+    pub full_name: Option<String>,
+}
+
+pub const FULL_NAME_MAX: usize = 200;
+
+impl TryFrom<&Value> for NewUser {
+    type Error = Vec<FieldError>;
+
+    fn try_from(value: &Value) -> Result<Self, Self::Error> {
+        let mut fields = Fields::of(value)?;
+        let email = fields.required_str("email").and_then(|raw| {
+            Email::parse(raw)
+                .map_err(|msg| fields.push("email", "value_error", msg))
+                .ok()
+        });
+        let password = fields.required_str("password").and_then(|raw| {
+            Password::parse(raw)
+                .map_err(|e| fields.errors.push(e))
+                .ok()
+        });
+        let full_name = fields.optional_str("full_name").and_then(|name| match name {
+            Some(name) if name.chars().count() > FULL_NAME_MAX => {
+                fields.push(
+                    "full_name",
+                    "string_too_long",
+                    format!("String should have at most {FULL_NAME_MAX} characters"),
+                );
+                None
+            }
+            other => Some(other.map(str::to_string)),
+        });
+        let user = match (email, password, full_name) {
+            (Some(email), Some(password), Some(full_name)) => Some(NewUser {
+                email,
+                password,
+                full_name,
+            }),
+            _ => None,
+        };
+        fields.finish(user)
+    }
+}
+
+/// What `POST /auth/token` accepts, from a form or from JSON.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl TryFrom<&Value> for Credentials {
+    type Error = Vec<FieldError>;
+
+    fn try_from(value: &Value) -> Result<Self, Self::Error> {
+        let mut fields = Fields::of(value)?;
+        let username = fields.required_str("username");
+        let password = fields.required_str("password");
+        let credentials = match (username, password) {
+            (Some(username), Some(password)) => Some(Credentials {
+                username: username.to_string(),
+                password: password.to_string(),
+            }),
+            _ => None,
+        };
+        fields.finish(credentials)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    User,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn from_db(value: &str) -> Role {
+        if value == "admin" { Role::Admin } else { Role::User }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn emails() {
+        for good in ["a@b.co", "First.Last+tag@Example.COM", "x@sub.domain.org"] {
+            assert!(Email::parse(good).is_ok(), "{good}");
+        }
+        for bad in ["", "plain", "@b.co", "a@", "a@b", "a b@c.de", "a@b..c", "a@-b.co", "a..b@c.de"] {
+            assert!(Email::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Email::parse("Ann@Example.com").unwrap().key(), "ann@example.com");
+    }
+
+    #[test]
+    fn passwords_need_eight_characters() {
+        assert!(Password::parse("1234567").is_err());
+        assert!(Password::parse("12345678").is_ok());
+        assert_eq!(format!("{:?}", Password::parse("12345678").unwrap()), "Password(..)");
+    }
+
+    #[test]
+    fn new_user_reports_every_field() {
+        let errors = NewUser::try_from(&json!({"email": "nope", "password": "short"})).unwrap_err();
+        let locs: Vec<_> = errors.iter().map(|e| e.loc.clone()).collect();
+        assert_eq!(locs, vec![vec![json!("email")], vec![json!("password")]]);
+        let errors = NewUser::try_from(&json!({})).unwrap_err();
+        assert!(errors.iter().all(|e| e.kind == "missing"));
+        assert_eq!(errors.len(), 2);
+    }
+}

@@ -1,0 +1,121 @@
+//! The OAuth2 password flow's token endpoint, and the route that proves a token works.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::{ApiError, ApiResult, ProblemBody, ValidationProblemBody};
+use super::extract::FormOrJson;
+use crate::auth::{AuthUser, password};
+use crate::domain::user::Credentials;
+use crate::state::AppState;
+use crate::store::users;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(token)).routes(routes!(protected))
+}
+
+/// The OAuth2 password grant's fields (`grant_type`, `scope` and client fields are ignored).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct TokenRequest {
+    #[schema(example = "ann@example.com")]
+    username: String,
+    #[schema(example = "correct horse battery")]
+    password: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenResponse {
+    pub access_token: String,
+    #[schema(example = "bearer")]
+    pub token_type: &'static str,
+    #[schema(example = 3600)]
+    pub expires_in: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Secret {
+    #[schema(example = "secret")]
+    pub data: &'static str,
+}
+
+/// Exchange an email and password for a bearer token.
+#[utoipa::path(post, path = "/auth/token", tag = "auth",
+    request_body(content(
+        (TokenRequest = "application/x-www-form-urlencoded"),
+        (TokenRequest = "application/json"),
+    )),
+    responses(
+        (status = 200, description = "A bearer token", body = TokenResponse,
+            headers(("Cache-Control" = String, description = "no-store"))),
+        (status = 400, description = "The body cannot be parsed", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "Incorrect email or password", body = ProblemBody, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "Bearer"))),
+        (status = 413, description = "The body is too large", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 415, description = "Neither a form nor JSON", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "A field is missing", body = ValidationProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed logins", body = ProblemBody, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    ))]
+pub async fn token(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    FormOrJson(credentials): FormOrJson<Credentials>,
+) -> ApiResult<Response> {
+    let email_key = format!("email:{}", credentials.username.trim().to_lowercase());
+    let address_key = format!("ip:{}", peer.ip());
+    let keys = [email_key.as_str(), address_key.as_str()];
+    if let Some(wait) = state.login_throttle.blocked(&keys, Instant::now()) {
+        let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many failed login attempts, please try later",
+        )
+        .with_header(header::RETRY_AFTER, HeaderValue::from(seconds)));
+    }
+    let account = users::credentials(&state.db, &email_key["email:".len()..]).await?;
+    let (user_id, stored) = match account {
+        Some((id, hash)) => (Some(id), Some(hash)),
+        None => (None, None),
+    };
+    let verified = password::verify(credentials.password, stored).await.map_err(|error| {
+        tracing::error!(%error, "verifying a password failed");
+        ApiError::internal()
+    })?;
+    let Some(user_id) = user_id.filter(|_| verified) else {
+        state.login_throttle.record_failure(&keys, Instant::now());
+        return Err(ApiError::unauthorized("Incorrect email or password", false));
+    };
+    state.login_throttle.forget(&email_key);
+    let access_token = state.tokens.issue(user_id).map_err(|error| {
+        tracing::error!(%error, "signing a token failed");
+        ApiError::internal()
+    })?;
+    let body = TokenResponse {
+        access_token,
+        token_type: "bearer",
+        expires_in: state.tokens.ttl_secs(),
+    };
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
+}
+
+/// A resource only a valid token reaches.
+#[utoipa::path(get, path = "/protected", tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The secret", body = Secret),
+        (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "Bearer"))),
+    ))]
+pub async fn protected(_user: AuthUser) -> Json<Secret> {
+    Json(Secret { data: "secret" })
+}

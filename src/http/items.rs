@@ -1,0 +1,376 @@
+//! Items: public reads with entity tags, owner-only writes with `If-Match`, keyset pages and
+//! idempotent creation.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::conditional::{has_if_match, if_match_allows, if_none_match_hits};
+use super::error::{ApiError, ApiResult, ProblemBody, ValidationProblemBody};
+use super::extract::{Body, IdPath, JsonValue, QueryParams, into_domain, query_error};
+use super::idempotency::{self as idem, Begin, MaybeIdempotencyKey};
+use crate::auth::AuthUser;
+use crate::domain::item::{ItemDraft, merge_patch};
+use crate::state::AppState;
+use crate::store::idempotency::{KeyRef, StoredResponse};
+use crate::store::items::{self, Item};
+
+pub const DEFAULT_LIMIT: i64 = 20;
+pub const MAX_LIMIT: i64 = 100;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_items, create_item))
+        .routes(routes!(get_item, replace_item, patch_item, delete_item))
+}
+
+/// What `POST /items` and `PUT /items/{id}` accept.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct ItemInput {
+    /// 1–200 characters after trimming.
+    #[schema(min_length = 1, max_length = 200, example = "Strawberry jam")]
+    name: String,
+    #[schema(max_length = 2000)]
+    description: Option<String>,
+    #[schema(minimum = 0, example = 4.5)]
+    price: f64,
+    #[schema(minimum = 0, default = 0, example = 3)]
+    quantity: Option<i64>,
+}
+
+/// A merge patch (RFC 7396) of an item: members given replace, `null` removes `description`.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct ItemPatch {
+    #[schema(min_length = 1, max_length = 200)]
+    name: Option<String>,
+    #[schema(max_length = 2000)]
+    description: Option<String>,
+    #[schema(minimum = 0)]
+    price: Option<f64>,
+    #[schema(minimum = 0)]
+    quantity: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ItemPage {
+    pub items: Vec<Item>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+fn encode_cursor(last_id: i64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("after:{last_id}"))
+}
+
+fn decode_cursor(cursor: &str) -> Option<i64> {
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
+    let text = std::str::from_utf8(&bytes).ok()?;
+    text.strip_prefix("after:")?.parse().ok().filter(|id: &i64| *id >= 0)
+}
+
+/// The response of a write: the item, its `ETag`, and for a creation its `Location`.
+fn item_response(status: StatusCode, item: &Item) -> StoredResponse {
+    let mut headers = vec![(header::ETAG, item.etag())];
+    if status == StatusCode::CREATED {
+        headers.push((header::LOCATION, format!("/items/{}", item.id)));
+    }
+    idem::stored_json(status, &headers, item)
+}
+
+fn send(status: StatusCode, item: &Item) -> Response {
+    idem::replay(&item_response(status, item))
+}
+
+/// A page of items in id order.
+#[utoipa::path(get, path = "/items", tag = "items",
+    params(
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Items per page (default 20)"),
+        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of items", body = ItemPage),
+        (status = 422, description = "A bad limit or cursor", body = ValidationProblemBody, content_type = "application/problem+json"),
+    ))]
+pub async fn list_items(State(state): State<AppState>, QueryParams(query): QueryParams) -> ApiResult<Json<ItemPage>> {
+    let limit = match query.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(raw) => match raw.parse::<i64>() {
+            Ok(limit) if (1..=MAX_LIMIT).contains(&limit) => limit,
+            Ok(_) => {
+                return Err(query_error(
+                    "limit",
+                    "less_than_equal",
+                    "Input should be between 1 and 100",
+                ));
+            }
+            Err(_) => {
+                return Err(query_error(
+                    "limit",
+                    "int_parsing",
+                    "Input should be a valid integer, unable to parse string as an integer",
+                ));
+            }
+        },
+    };
+    let after = match query.get("cursor") {
+        None => 0,
+        Some(cursor) => decode_cursor(cursor)
+            .ok_or_else(|| query_error("cursor", "value_error", "Invalid cursor"))?,
+    };
+    let mut items = items::page(&state.db, after, limit + 1).await?;
+    let next_cursor = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|item| encode_cursor(item.id))
+    } else {
+        None
+    };
+    Ok(Json(ItemPage { items, next_cursor }))
+}
+
+/// One item, with its `ETag`; 304 when `If-None-Match` matches.
+#[utoipa::path(get, path = "/items/{item_id}", tag = "items",
+    params(
+        ("item_id" = i64, Path, description = "The item's id"),
+        ("If-None-Match" = Option<String>, Header, description = "Entity tags the client holds"),
+    ),
+    responses(
+        (status = 200, description = "The item", body = Item, headers(("ETag" = String, description = "Strong entity tag"))),
+        (status = 304, description = "The client's copy is current", headers(("ETag" = String, description = "Strong entity tag"))),
+        (status = 404, description = "Item not found", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "The id is not an integer", body = ValidationProblemBody, content_type = "application/problem+json"),
+    ))]
+pub async fn get_item(State(state): State<AppState>, IdPath(item_id): IdPath, headers: HeaderMap) -> ApiResult<Response> {
+    let item = items::find(&state.db, item_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Item not found"))?;
+    let etag = item.etag();
+    if if_none_match_hits(&headers, &etag) {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        response
+            .headers_mut()
+            .insert(header::ETAG, HeaderValue::from_str(&etag).expect("etags are header text"));
+        return Ok(response);
+    }
+    Ok(send(StatusCode::OK, &item))
+}
+
+/// Create an item owned by the caller. With `Idempotency-Key`, a repeat replays the answer.
+#[utoipa::path(post, path = "/items", tag = "items",
+    security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "A structured-field string or token; repeats replay the first answer for 24 hours")),
+    request_body(content = ItemInput, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The item was created", body = Item,
+            headers(("Location" = String, description = "/items/{id}"), ("ETag" = String, description = "Strong entity tag")),
+            links(("GetItemById" = (operation_id = "get_item", parameters(("item_id" = "$response.body#/id")))))),
+        (status = 400, description = "The body is not JSON", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "Bearer"))),
+        (status = 409, description = "The first request with this key is still running", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 413, description = "The body is too large", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not JSON", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, or the key was used with another body", body = ValidationProblemBody, content_type = "application/problem+json"),
+    ))]
+pub async fn create_item(
+    State(state): State<AppState>,
+    user: AuthUser,
+    MaybeIdempotencyKey(key): MaybeIdempotencyKey,
+    JsonValue(body): JsonValue,
+) -> ApiResult<Response> {
+    let draft: ItemDraft = into_domain(&body)?;
+    let key = key.as_ref().map(|key| KeyRef {
+        user_id: user.id(),
+        scope: "POST /items",
+        key: key.as_str(),
+    });
+    if let Begin::Answer(response) = idem::begin(&state.db, key.as_ref(), &body).await? {
+        return Ok(response);
+    }
+    let respond = |item: &Item| item_response(StatusCode::CREATED, item);
+    let stored = key.as_ref().map(|key| (key, &respond as &(dyn Fn(&Item) -> StoredResponse + Sync)));
+    match items::insert(&state.db, user.id(), &draft, stored).await {
+        Ok(item) => Ok(send(StatusCode::CREATED, &item)),
+        Err(error) => {
+            idem::abandon(&state.db, key.as_ref()).await;
+            Err(error.into())
+        }
+    }
+}
+
+/// Writes a new version made from the current one, checking ownership and `If-Match`; the
+/// version check is part of the `update` statement, so of two racing writers one wins.
+async fn write_item(
+    state: &AppState,
+    user: &AuthUser,
+    item_id: i64,
+    headers: &HeaderMap,
+    change: impl Fn(&Item) -> ApiResult<ItemDraft>,
+) -> ApiResult<Response> {
+    const ATTEMPTS: usize = 5;
+    for _ in 0..ATTEMPTS {
+        let current = items::find(&state.db, item_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("Item not found"))?;
+        if !user.may_change(current.owner_id) {
+            return Err(ApiError::forbidden("Not enough permissions"));
+        }
+        if !if_match_allows(headers, &current.etag()) {
+            return Err(ApiError::precondition_failed());
+        }
+        let draft = change(&current)?;
+        if let Some(item) = items::update(&state.db, item_id, current.version, &draft).await? {
+            return Ok(send(StatusCode::OK, &item));
+        }
+        // Someone else wrote first. With If-Match the client's tag is now stale; without
+        // it, read again and apply the change to the newer version.
+        if has_if_match(headers) {
+            return Err(match items::find(&state.db, item_id).await? {
+                Some(_) => ApiError::precondition_failed(),
+                None => ApiError::not_found("Item not found"),
+            });
+        }
+    }
+    Err(ApiError::conflict("The item is being changed by others, try again"))
+}
+
+/// Replace an item's fields. Owner or admin only.
+#[utoipa::path(put, path = "/items/{item_id}", tag = "items",
+    security(("bearer" = [])),
+    params(
+        ("item_id" = i64, Path, description = "The item's id"),
+        ("If-Match" = Option<String>, Header, description = "Write only if the item still has this ETag"),
+    ),
+    request_body(content = ItemInput, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The new version", body = Item, headers(("ETag" = String, description = "Strong entity tag"))),
+        (status = 400, description = "The body is not JSON", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "Bearer"))),
+        (status = 403, description = "Not the owner", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "Item not found", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "Too many concurrent writers", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match does not match", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 413, description = "The body is too large", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not JSON", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or id", body = ValidationProblemBody, content_type = "application/problem+json"),
+    ))]
+pub async fn replace_item(
+    State(state): State<AppState>,
+    user: AuthUser,
+    IdPath(item_id): IdPath,
+    headers: HeaderMap,
+    Body(draft): Body<ItemDraft>,
+) -> ApiResult<Response> {
+    write_item(&state, &user, item_id, &headers, |_| Ok(draft.clone())).await
+}
+
+/// Change some of an item's fields with a JSON merge patch (RFC 7396). Owner or admin only.
+#[utoipa::path(patch, path = "/items/{item_id}", tag = "items",
+    security(("bearer" = [])),
+    params(
+        ("item_id" = i64, Path, description = "The item's id"),
+        ("If-Match" = Option<String>, Header, description = "Write only if the item still has this ETag"),
+    ),
+    request_body(content(
+        (ItemPatch = "application/merge-patch+json"),
+        (ItemPatch = "application/json"),
+    )),
+    responses(
+        (status = 200, description = "The new version", body = Item, headers(("ETag" = String, description = "Strong entity tag"))),
+        (status = 400, description = "The body is not JSON", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "Bearer"))),
+        (status = 403, description = "Not the owner", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "Item not found", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "Too many concurrent writers", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match does not match", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 413, description = "The body is too large", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not JSON", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "The patched item is invalid, or a bad id", body = ValidationProblemBody, content_type = "application/problem+json"),
+    ))]
+pub async fn patch_item(
+    State(state): State<AppState>,
+    user: AuthUser,
+    IdPath(item_id): IdPath,
+    headers: HeaderMap,
+    JsonValue(patch): JsonValue,
+) -> ApiResult<Response> {
+    write_item(&state, &user, item_id, &headers, |current| {
+        let document = serde_json::json!({
+            "name": current.name,
+            "description": current.description,
+            "price": current.price,
+            "quantity": current.quantity,
+        });
+        into_domain(&merge_patch(document, &patch))
+    })
+    .await
+}
+
+/// Delete an item. Owner or admin only; answers 204 with no body.
+#[utoipa::path(delete, path = "/items/{item_id}", tag = "items",
+    security(("bearer" = [])),
+    params(
+        ("item_id" = i64, Path, description = "The item's id"),
+        ("If-Match" = Option<String>, Header, description = "Delete only if the item still has this ETag"),
+    ),
+    responses(
+        (status = 204, description = "The item was deleted"),
+        (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "Bearer"))),
+        (status = 403, description = "Not the owner", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "Item not found", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "Too many concurrent writers", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match does not match", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "The id is not an integer", body = ValidationProblemBody, content_type = "application/problem+json"),
+    ))]
+pub async fn delete_item(
+    State(state): State<AppState>,
+    user: AuthUser,
+    IdPath(item_id): IdPath,
+    headers: HeaderMap,
+) -> ApiResult<StatusCode> {
+    for _ in 0..5 {
+        let current = items::find(&state.db, item_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("Item not found"))?;
+        if !user.may_change(current.owner_id) {
+            return Err(ApiError::forbidden("Not enough permissions"));
+        }
+        if !if_match_allows(&headers, &current.etag()) {
+            return Err(ApiError::precondition_failed());
+        }
+        if items::delete(&state.db, item_id, current.version).await? {
+            return Ok(StatusCode::NO_CONTENT);
+        }
+        if has_if_match(&headers) {
+            return Err(match items::find(&state.db, item_id).await? {
+                Some(_) => ApiError::precondition_failed(),
+                None => ApiError::not_found("Item not found"),
+            });
+        }
+    }
+    Err(ApiError::conflict("The item is being changed by others, try again"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        assert_eq!(decode_cursor(&encode_cursor(42)), Some(42));
+        assert_eq!(decode_cursor("garbage!"), None);
+        assert_eq!(decode_cursor(&URL_SAFE_NO_PAD.encode("after:-1")), None);
+        assert_eq!(decode_cursor(&URL_SAFE_NO_PAD.encode("42")), None);
+    }
+}

@@ -1,0 +1,109 @@
+//! `POST /validate` and the rate-limited `GET /api/data`.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::{ApiError, ApiResult, FieldError, ProblemBody, ValidationProblemBody};
+use super::extract::{JsonValue, header_error};
+use crate::domain::fields::not_an_object;
+use crate::state::AppState;
+use crate::store::items::{self, ItemSummary};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(validate)).routes(routes!(api_data))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Valid {
+    #[schema(example = "valid")]
+    pub status: &'static str,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Data {
+    pub data: Vec<ItemSummary>,
+}
+
+/// Python's truthiness, which FastAPI's `if not body.get("required_field")` relies on.
+fn truthy(value: &Value) -> bool {
+    match value {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
+}
+
+/// Check that a JSON object has a truthy `required_field`.
+#[utoipa::path(post, path = "/validate", tag = "limits",
+    request_body(content = Object, content_type = "application/json", description = "Any JSON object with a truthy `required_field`"),
+    responses(
+        (status = 200, description = "The object is valid", body = Valid),
+        (status = 400, description = "required_field is missing, or the body is not JSON", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 413, description = "The body is too large", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not JSON", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "The body is JSON but not an object", body = ValidationProblemBody, content_type = "application/problem+json"),
+    ))]
+pub async fn validate(JsonValue(body): JsonValue) -> ApiResult<Json<Valid>> {
+    let Value::Object(object) = &body else {
+        let error: FieldError = not_an_object().under("body");
+        return Err(ApiError::field(error));
+    };
+    if !object.get("required_field").is_some_and(truthy) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "required_field is missing"));
+    }
+    Ok(Json(Valid { status: "valid" }))
+}
+
+/// The newest items (at most 20), rate limited per `client` header.
+#[utoipa::path(get, path = "/api/data", tag = "limits",
+    params(("client" = String, Header, description = "Who is asking; limits are counted per value")),
+    responses(
+        (status = 200, description = "The newest items", body = Data, headers(
+            ("RateLimit-Policy" = String, description = "\"default\";q=<requests>;w=<window seconds>"),
+            ("RateLimit" = String, description = "\"default\";r=<remaining>;t=<seconds to reset>"))),
+        (status = 422, description = "The client header is missing", body = ValidationProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests, please try later", body = ProblemBody, content_type = "application/problem+json", headers(
+            ("Retry-After" = u32, description = "Whole seconds to wait"),
+            ("RateLimit-Policy" = String, description = "The policy"),
+            ("RateLimit" = String, description = "The client's state"))),
+    ))]
+pub async fn api_data(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+    let client = headers
+        .get("client")
+        .ok_or_else(|| header_error("client", "missing", "Field required"))?;
+    let client = String::from_utf8_lossy(client.as_bytes());
+    let decision = state.limiter.check(&client).await;
+    let limit_headers = crate::limits::headers(&state.settings.rate_limit, &decision);
+    if !decision.allowed {
+        return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "Too many requests, please try later")
+            .with_headers(limit_headers));
+    }
+    let data = items::newest(&state.db, 20).await?;
+    Ok((limit_headers, Json(Data { data })).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn truthiness_is_pythons() {
+        for falsy in [json!(null), json!(false), json!(0), json!(0.0), json!(""), json!([]), json!({})] {
+            assert!(!truthy(&falsy), "{falsy}");
+        }
+        for truthy_value in [json!(true), json!(1), json!(-0.5), json!("x"), json!([0]), json!({"a": 0})] {
+            assert!(truthy(&truthy_value), "{truthy_value}");
+        }
+    }
+}

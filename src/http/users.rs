@@ -1,0 +1,139 @@
+//! Users: registration, the caller, and deletion by an admin.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::{ApiError, ApiResult, ProblemBody, ValidationProblemBody};
+use super::extract::{Body, IdPath};
+use crate::auth::{AuthUser, password};
+use crate::domain::user::{NewUser, Role};
+use crate::state::AppState;
+use crate::store::users::{self, Registration, User};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register))
+        .routes(routes!(me))
+        .routes(routes!(get_user))
+        .routes(routes!(delete_user))
+}
+
+/// What `POST /users` accepts.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct UserCreate {
+    #[schema(format = "email", example = "ann@example.com")]
+    email: String,
+    #[schema(min_length = 8, max_length = 256, example = "correct horse battery")]
+    password: String,
+    #[schema(max_length = 200, example = "Ann Example")]
+    full_name: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Deleted {
+    #[schema(example = true)]
+    pub deleted: bool,
+}
+
+/// Register a user. Nobody becomes admin this way.
+#[utoipa::path(post, path = "/users", tag = "users",
+    request_body(content = UserCreate, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The user was created", body = User,
+            headers(("Location" = String, description = "/users/{id}"))),
+        (status = 400, description = "The body is not JSON", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "User already exists", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 413, description = "The body is too large", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not JSON", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "A field is missing or invalid", body = ValidationProblemBody, content_type = "application/problem+json"),
+    ))]
+pub async fn register(State(state): State<AppState>, Body(new_user): Body<NewUser>) -> ApiResult<Response> {
+    let hash = password::hash(&new_user.password).await.map_err(|error| {
+        tracing::error!(%error, "hashing a password failed");
+        ApiError::internal()
+    })?;
+    let registration = users::insert(
+        &state.db,
+        &new_user.email,
+        &hash,
+        new_user.full_name.as_deref(),
+        Role::User,
+    )
+    .await?;
+    match registration {
+        Registration::Created(user) => Ok((
+            StatusCode::CREATED,
+            [(header::LOCATION, format!("/users/{}", user.id))],
+            Json(user),
+        )
+            .into_response()),
+        Registration::EmailTaken => Err(ApiError::conflict("User already exists")),
+    }
+}
+
+/// The caller.
+#[utoipa::path(get, path = "/users/me", tag = "users",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller", body = User),
+        (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "Bearer"))),
+    ))]
+pub async fn me(user: AuthUser) -> Json<User> {
+    Json(user.0)
+}
+
+/// A user: the caller themselves, or anyone for an admin.
+#[utoipa::path(get, path = "/users/{user_id}", tag = "users",
+    security(("bearer" = [])),
+    params(("user_id" = i64, Path, description = "The user's id")),
+    responses(
+        (status = 200, description = "The user", body = User),
+        (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "Bearer"))),
+        (status = 403, description = "Another user, and the caller is not an admin", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "User not found", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "The id is not an integer", body = ValidationProblemBody, content_type = "application/problem+json"),
+    ))]
+pub async fn get_user(State(state): State<AppState>, caller: AuthUser, IdPath(user_id): IdPath) -> ApiResult<Json<User>> {
+    if caller.id() == user_id {
+        return Ok(Json(caller.0));
+    }
+    if !caller.is_admin() {
+        return Err(ApiError::forbidden("Not enough permissions"));
+    }
+    users::find(&state.db, user_id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("User not found"))
+}
+
+/// Delete a user, their items and their jobs. Admins only.
+#[utoipa::path(delete, path = "/admin/users/{user_id}", tag = "users",
+    security(("bearer" = [])),
+    params(("user_id" = i64, Path, description = "The user's id")),
+    responses(
+        (status = 200, description = "The user was deleted", body = Deleted),
+        (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "Bearer"))),
+        (status = 403, description = "Only admins can delete", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "User not found", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "The id is not an integer", body = ValidationProblemBody, content_type = "application/problem+json"),
+    ))]
+pub async fn delete_user(State(state): State<AppState>, caller: AuthUser, IdPath(user_id): IdPath) -> ApiResult<Json<Deleted>> {
+    if !caller.is_admin() {
+        return Err(ApiError::forbidden("Only admins can delete"));
+    }
+    if users::delete(&state.db, user_id).await? {
+        Ok(Json(Deleted { deleted: true }))
+    } else {
+        Err(ApiError::not_found("User not found"))
+    }
+}

@@ -1,0 +1,37 @@
+//! The cheap-to-clone context every handler receives.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use crate::auth::throttle::LoginThrottle;
+use crate::auth::token::Tokens;
+use crate::config::Settings;
+use crate::jobs::Queue;
+use crate::limits::SharedLimiter;
+use crate::store::Db;
+
+pub struct AppContext {
+    pub settings: Settings,
+    pub db: Db,
+    pub tokens: Tokens,
+    pub limiter: SharedLimiter,
+    pub login_throttle: LoginThrottle,
+    pub jobs: Queue,
+}
+
+#[derive(Clone)]
+pub struct AppState(Arc<AppContext>);
+
+impl AppState {
+    pub fn new(context: AppContext) -> Self {
+        AppState(Arc::new(context))
+    }
+}
+
+impl Deref for AppState {
+    type Target = AppContext;
+
+    fn deref(&self) -> &AppContext {
+        &self.0
+    }
+}

@@ -1,0 +1,152 @@
+//! Items: reads, keyset pages, and writes that check the version in the same statement.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::idempotency::{self, KeyRef, StoredResponse};
+use super::{Db, StoreResult};
+use crate::domain::item::ItemDraft;
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, ToSchema)]
+pub struct Item {
+    #[schema(example = 1)]
+    pub id: i64,
+    #[schema(example = "Strawberry jam")]
+    pub name: String,
+    pub description: Option<String>,
+    #[schema(example = 4.5)]
+    pub price: f64,
+    #[schema(example = 3)]
+    pub quantity: i64,
+    pub owner_id: i64,
+    #[schema(example = 1)]
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Item {
+    /// The strong entity tag: it changes with every version.
+    pub fn etag(&self) -> String {
+        format!("\"{}-{}\"", self.id, self.version)
+    }
+}
+
+/// What `GET /api/data` shows of an item.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, ToSchema)]
+pub struct ItemSummary {
+    pub id: i64,
+    pub name: String,
+}
+
+const INSERT: &str = "insert into items (name, description, price, quantity, owner_id, version, created_at, updated_at) \
+     values ($1, $2, $3, $4, $5, 1, $6, $6) \
+     returning id, name, description, price, quantity, owner_id, version, created_at, updated_at";
+
+/// Creates an item. With an idempotency key, the response made from the new item is stored
+/// in the same transaction, so a replay exists exactly when the item does.
+pub async fn insert(
+    db: &Db,
+    owner_id: i64,
+    draft: &ItemDraft,
+    key: Option<(&KeyRef<'_>, &(dyn Fn(&Item) -> StoredResponse + Sync))>,
+) -> StoreResult<Item> {
+    let item = with_writer!(db, |pool| {
+        let mut tx = pool.begin().await?;
+        let item = sqlx::query_as::<_, Item>(INSERT)
+            .bind(draft.name())
+            .bind(draft.description())
+            .bind(draft.price())
+            .bind(draft.quantity())
+            .bind(owner_id)
+            .bind(Utc::now())
+            .fetch_one(&mut *tx)
+            .await?;
+        if let Some((key, respond)) = key {
+            let response = respond(&item);
+            sqlx::query(idempotency::COMPLETE)
+                .bind(response.status)
+                .bind(&response.headers)
+                .bind(&response.body)
+                .bind(key.user_id)
+                .bind(key.scope)
+                .bind(key.key)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        item
+    });
+    Ok(item)
+}
+
+pub async fn find(db: &Db, id: i64) -> StoreResult<Option<Item>> {
+    let sql = "select id, name, description, price, quantity, owner_id, version, created_at, updated_at \
+               from items where id = $1";
+    let item = with_reader!(db, |pool| {
+        sqlx::query_as::<_, Item>(sql).bind(id).fetch_optional(pool).await?
+    });
+    Ok(item)
+}
+
+/// Up to `limit` items with ids above `after`, in id order.
+pub async fn page(db: &Db, after: i64, limit: i64) -> StoreResult<Vec<Item>> {
+    let sql = "select id, name, description, price, quantity, owner_id, version, created_at, updated_at \
+               from items where id > $1 order by id limit $2";
+    let items = with_reader!(db, |pool| {
+        sqlx::query_as::<_, Item>(sql)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+    });
+    Ok(items)
+}
+
+/// The newest `limit` items, newest first.
+pub async fn newest(db: &Db, limit: i64) -> StoreResult<Vec<ItemSummary>> {
+    let sql = "select id, name from items order by id desc limit $1";
+    let items = with_reader!(db, |pool| {
+        sqlx::query_as::<_, ItemSummary>(sql)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+    });
+    Ok(items)
+}
+
+/// Replaces the fields if the item is still at `version`; `None` when it is not (or is gone).
+pub async fn update(db: &Db, id: i64, version: i64, draft: &ItemDraft) -> StoreResult<Option<Item>> {
+    let sql = "update items set name = $1, description = $2, price = $3, quantity = $4, \
+               version = version + 1, updated_at = $5 \
+               where id = $6 and version = $7 \
+               returning id, name, description, price, quantity, owner_id, version, created_at, updated_at";
+    let item = with_writer!(db, |pool| {
+        sqlx::query_as::<_, Item>(sql)
+            .bind(draft.name())
+            .bind(draft.description())
+            .bind(draft.price())
+            .bind(draft.quantity())
+            .bind(Utc::now())
+            .bind(id)
+            .bind(version)
+            .fetch_optional(pool)
+            .await?
+    });
+    Ok(item)
+}
+
+/// Deletes the item if it is still at `version`; false when it is not (or is gone).
+pub async fn delete(db: &Db, id: i64, version: i64) -> StoreResult<bool> {
+    let sql = "delete from items where id = $1 and version = $2";
+    let deleted = with_writer!(db, |pool| {
+        sqlx::query(sql)
+            .bind(id)
+            .bind(version)
+            .execute(pool)
+            .await?
+            .rows_affected()
+    });
+    Ok(deleted > 0)
+}

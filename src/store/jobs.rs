@@ -1,0 +1,1 @@
+//! The durable job queue (see `crate::jobs`).

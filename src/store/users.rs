@@ -1,0 +1,109 @@
+//! Users: registration, lookup for login and tokens, admin deletion.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::{Db, StoreResult, is_unique_violation};
+use crate::domain::user::{Email, Role};
+
+/// A user as the API shows it: never the password or its hash.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, ToSchema)]
+pub struct User {
+    #[schema(example = 1)]
+    pub id: i64,
+    #[schema(example = "ann@example.com")]
+    pub email: String,
+    pub full_name: Option<String>,
+    #[schema(example = "user")]
+    pub role: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl User {
+    pub fn role(&self) -> Role {
+        Role::from_db(&self.role)
+    }
+}
+
+/// The outcome of a registration.
+pub enum Registration {
+    Created(User),
+    EmailTaken,
+}
+
+
+pub async fn insert(
+    db: &Db,
+    email: &Email,
+    password_hash: &str,
+    full_name: Option<&str>,
+    role: Role,
+) -> StoreResult<Registration> {
+    let sql = "insert into users (email, email_key, password_hash, full_name, role, created_at) \
+               values ($1, $2, $3, $4, $5, $6) \
+               returning id, email, full_name, role, created_at";
+    let result = with_writer!(db, |pool| {
+        sqlx::query_as::<_, User>(sql)
+            .bind(email.as_str())
+            .bind(email.key())
+            .bind(password_hash)
+            .bind(full_name)
+            .bind(role.as_str())
+            .bind(Utc::now())
+            .fetch_one(pool)
+            .await
+    });
+    match result {
+        Ok(user) => Ok(Registration::Created(user)),
+        Err(error) if is_unique_violation(&error) => Ok(Registration::EmailTaken),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Makes `email` an admin with this password, creating the account if needed (idempotent).
+pub async fn upsert_admin(db: &Db, email: &Email, password_hash: &str) -> StoreResult<User> {
+    let sql = "insert into users (email, email_key, password_hash, full_name, role, created_at) \
+               values ($1, $2, $3, null, 'admin', $4) \
+               on conflict (email_key) do update set role = 'admin', password_hash = excluded.password_hash \
+               returning id, email, full_name, role, created_at";
+    let user = with_writer!(db, |pool| {
+        sqlx::query_as::<_, User>(sql)
+            .bind(email.as_str())
+            .bind(email.key())
+            .bind(password_hash)
+            .bind(Utc::now())
+            .fetch_one(pool)
+            .await?
+    });
+    Ok(user)
+}
+
+pub async fn find(db: &Db, id: i64) -> StoreResult<Option<User>> {
+    let sql = "select id, email, full_name, role, created_at from users where id = $1";
+    let user = with_reader!(db, |pool| {
+        sqlx::query_as::<_, User>(sql).bind(id).fetch_optional(pool).await?
+    });
+    Ok(user)
+}
+
+/// The id and password hash of the account with this email (any case), for login.
+pub async fn credentials(db: &Db, email_key: &str) -> StoreResult<Option<(i64, String)>> {
+    let sql = "select id, password_hash from users where email_key = $1";
+    let row = with_reader!(db, |pool| {
+        sqlx::query_as::<_, (i64, String)>(sql)
+            .bind(email_key)
+            .fetch_optional(pool)
+            .await?
+    });
+    Ok(row)
+}
+
+/// Deletes the user (and, by cascade, their items, jobs and keys); false if there was none.
+pub async fn delete(db: &Db, id: i64) -> StoreResult<bool> {
+    let sql = "delete from users where id = $1";
+    let deleted = with_writer!(db, |pool| {
+        sqlx::query(sql).bind(id).execute(pool).await?.rows_affected()
+    });
+    Ok(deleted > 0)
+}

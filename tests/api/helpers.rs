@@ -1,0 +1,264 @@
+//! The test harness: `TestApp::spawn(backend)` starts larder on port 0 with a fresh database
+//! (a temporary SQLite file, or a new PostgreSQL database) and gives a client and helpers
+//! that read like the contract.
+
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use larder::app::Application;
+use larder::config::{DatabaseUrl, Settings};
+use larder::state::AppState;
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Generates one `#[tokio::test]` per backend for an `async fn(Backend)`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if $crate::helpers::postgres_url().is_none() {
+                        return;
+                    }
+                    super::$name($crate::helpers::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+/// The PostgreSQL server for tests. Under `CI=true` a missing one fails the run, never skips.
+pub fn postgres_url() -> Option<String> {
+    match std::env::var("LARDER_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
+            panic!("CI=true but LARDER_TEST_DATABASE_URL is not set: PostgreSQL tests cannot run")
+        }
+        _ => {
+            eprintln!("LARDER_TEST_DATABASE_URL is not set: skipping the PostgreSQL variant");
+            None
+        }
+    }
+}
+
+/// A fresh PostgreSQL database on the test server.
+pub async fn fresh_postgres_database() -> String {
+    use sqlx::Connection;
+    let admin_url = postgres_url().expect("checked by the caller");
+    let name = format!("larder_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .expect("connect to the PostgreSQL test server");
+    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("create a test database");
+    let (base, _) = admin_url.rsplit_once('/').expect("a database URL has a path");
+    format!("{base}/{name}")
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub state: AppState,
+    pub backend: Backend,
+    pub database_url: DatabaseUrl,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+pub struct TestUser {
+    pub id: i64,
+    pub email: String,
+    pub password: String,
+    pub token: String,
+}
+
+static USER_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> TestApp {
+        TestApp::spawn_with(backend, |_| {}).await
+    }
+
+    /// Starts with the test defaults, adjusted by `configure`.
+    pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut Settings)) -> TestApp {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let database_url = match backend {
+            Backend::Sqlite => DatabaseUrl::Sqlite(format!("sqlite://{}", dir.path().join("larder.db").display())),
+            Backend::Postgres => DatabaseUrl::Postgres(fresh_postgres_database().await),
+        };
+        let mut settings = Settings::for_database(database_url.clone());
+        settings.test_hooks = true;
+        configure(&mut settings);
+        TestApp::start(settings, backend, dir).await
+    }
+
+    async fn start(settings: Settings, backend: Backend, dir: tempfile::TempDir) -> TestApp {
+        let database_url = settings.database.database_url.clone();
+        let app = Application::build(settings).await.expect("larder builds");
+        let address = format!("http://{}", app.address());
+        let state = app.state();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until(async move {
+            let _ = stopped.await;
+        }));
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("a client");
+        TestApp {
+            address,
+            client,
+            state,
+            backend,
+            database_url,
+            stop: Some(stop),
+            server: Some(server),
+            _dir: dir,
+        }
+    }
+
+    /// Stops this server and starts a new one on the same database (a restart).
+    pub async fn restart(mut self, configure: impl FnOnce(&mut Settings)) -> TestApp {
+        self.shutdown().await;
+        let mut settings = Settings::for_database(self.database_url.clone());
+        settings.test_hooks = true;
+        configure(&mut settings);
+        let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap());
+        TestApp::start(settings, self.backend, dir).await
+    }
+
+    pub async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("the server task ends").expect("the server stops cleanly");
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.get(self.url(path))
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.post(self.url(path))
+    }
+
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    /// Registers a new user with a unique email and logs them in.
+    pub async fn user(&self) -> TestUser {
+        let n = USER_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let email = format!("user{n}-{}@example.com", uuid::Uuid::new_v4().simple());
+        let password = "correct horse battery".to_string();
+        let response = self
+            .post("/users")
+            .json(&json!({"email": email, "password": password}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let id = response.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+        let token = self.login(&email, &password).await;
+        TestUser { id, email, password, token }
+    }
+
+    /// An admin, made the way an operator makes one (the store's upsert, as `larder admin create`).
+    pub async fn admin(&self) -> TestUser {
+        let user = self.user().await;
+        let email = larder::domain::user::Email::parse(&user.email).unwrap();
+        let password = larder::domain::user::Password::parse(&user.password).unwrap();
+        let hash = larder::auth::password::hash(&password).await.unwrap();
+        larder::store::users::upsert_admin(&self.state.db, &email, &hash).await.unwrap();
+        user
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> String {
+        let response = self
+            .post("/auth/token")
+            .form(&[("username", email), ("password", password)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json::<Value>().await.unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Creates an item as `user` and returns its JSON.
+    pub async fn create_item(&self, user: &TestUser, body: Value) -> Value {
+        let response = self.post("/items").bearer_auth(&user.token).json(&body).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED, "creating {body}");
+        response.json().await.unwrap()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Asserts an RFC 9457 problem answer and returns its body: status, media type, request id
+/// (header and body agree), title, instance, and the detail when given.
+pub async fn assert_problem(response: Response, status: StatusCode, detail: Option<&str>) -> Value {
+    assert_eq!(response.status(), status, "status of {}", response.url());
+    let headers = response.headers().clone();
+    assert_eq!(headers["content-type"], "application/problem+json");
+    let request_id = headers["x-request-id"].to_str().unwrap().to_string();
+    let path = response.url().path().to_string();
+    let body: Value = response.json().await.expect("a JSON problem body");
+    assert_eq!(body["status"], status.as_u16());
+    assert_eq!(body["title"], status.canonical_reason().unwrap());
+    assert_eq!(body["instance"], path);
+    assert_eq!(body["request_id"], request_id);
+    assert!(body["type"].is_string());
+    if let Some(detail) = detail {
+        assert_eq!(body["detail"], detail);
+    } else {
+        assert!(body["detail"].is_string());
+    }
+    body
+}
+
+/// The `loc` of every error in a 422 body.
+pub fn error_locs(body: &Value) -> Vec<Value> {
+    body["errors"]
+        .as_array()
+        .expect("a validation problem has errors")
+        .iter()
+        .map(|error| error["loc"].clone())
+        .collect()
+}

@@ -1,0 +1,8 @@
+//! larder's black-box suite: every test starts the real server on port 0 with a fresh
+//! database and talks HTTP to it, once on SQLite and once on PostgreSQL.
+
+mod helpers;
+
+mod auth;
+mod foundation;
+mod items;
