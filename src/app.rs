@@ -22,8 +22,8 @@ use crate::auth::throttle::LoginThrottle;
 use crate::auth::token::Tokens;
 use crate::config::{AdminCommand, AdminCreate, Cli, Command, DatabaseUrl, Settings};
 use crate::domain::user::{Email, Password};
-use crate::limits::memory::InProcessLimiter;
 use crate::limits::SharedLimiter;
+use crate::limits::memory::InProcessLimiter;
 use crate::state::{AppContext, AppState};
 use crate::store::{self, Db};
 
@@ -33,7 +33,10 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => return settings_error(error),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("larder: cannot start the async runtime: {error}");
@@ -65,7 +68,12 @@ pub fn main() -> ExitCode {
 /// Help and version print as usual; a bad setting is one clear line and exit code 2.
 fn settings_error(error: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
-    if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
         let _ = error.print();
         return ExitCode::SUCCESS;
     }
@@ -110,10 +118,15 @@ async fn shutdown_signal() {
 async fn create_admin_from_stdin(args: AdminCreate) -> anyhow::Result<()> {
     let email = Email::parse(&args.email).map_err(|e| anyhow::anyhow!("--email: {e}"))?;
     let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).context("reading the password from stdin")?;
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the password from stdin")?;
     let password = Password::parse(line.trim_end_matches(['\r', '\n']))
         .map_err(|e| anyhow::anyhow!("password: {}", e.msg))?;
-    let db = Db::connect(&args.database).await.context("opening the database")?;
+    let db = Db::connect(&args.database)
+        .await
+        .context("opening the database")?;
     let user = ensure_admin(&db, &email, &password).await?;
     db.close().await;
     let mut out = std::io::stdout().lock();
@@ -121,7 +134,11 @@ async fn create_admin_from_stdin(args: AdminCreate) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn ensure_admin(db: &Db, email: &Email, password: &Password) -> anyhow::Result<store::users::User> {
+async fn ensure_admin(
+    db: &Db,
+    email: &Email,
+    password: &Password,
+) -> anyhow::Result<store::users::User> {
     let hash = password::hash(password).await?;
     Ok(store::users::upsert_admin(db, email, &hash).await?)
 }
@@ -133,7 +150,9 @@ fn jwt_secret(settings: &Settings) -> anyhow::Result<Vec<u8>> {
         return Ok(secret.as_bytes().to_vec());
     }
     let Some(database) = Db::sqlite_path(&settings.database.database_url) else {
-        tracing::warn!("LARDER_JWT_SECRET is not set: tokens will not survive a restart or work across processes");
+        tracing::warn!(
+            "LARDER_JWT_SECRET is not set: tokens will not survive a restart or work across processes"
+        );
         return Ok(random_secret().into_bytes());
     };
     let mut path = database.into_os_string();
@@ -167,10 +186,16 @@ fn read_or_create_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
             let secret = std::fs::read_to_string(path)
                 .with_context(|| format!("reading the token secret {}", path.display()))?;
             let secret = secret.trim();
-            anyhow::ensure!(secret.len() >= 32, "the token secret in {} is too short", path.display());
+            anyhow::ensure!(
+                secret.len() >= 32,
+                "the token secret in {} is too short",
+                path.display()
+            );
             Ok(secret.as_bytes().to_vec())
         }
-        Err(error) => Err(error).with_context(|| format!("creating the token secret {}", path.display())),
+        Err(error) => {
+            Err(error).with_context(|| format!("creating the token secret {}", path.display()))
+        }
     }
 }
 
@@ -186,12 +211,19 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let db = Db::connect(&settings.database)
-            .await
-            .with_context(|| format!("opening the database {}", redact(&settings.database.database_url)))?;
+        // Install the recorder before the first request is counted.
+        crate::telemetry::metrics();
+        let db = Db::connect(&settings.database).await.with_context(|| {
+            format!(
+                "opening the database {}",
+                redact(&settings.database.database_url)
+            )
+        })?;
         if let (Some(email), Some(password)) = (&settings.admin_email, &settings.admin_password) {
-            let email = Email::parse(email).map_err(|e| anyhow::anyhow!("LARDER_ADMIN_EMAIL: {e}"))?;
-            let password = Password::parse(password).map_err(|e| anyhow::anyhow!("LARDER_ADMIN_PASSWORD: {}", e.msg))?;
+            let email =
+                Email::parse(email).map_err(|e| anyhow::anyhow!("LARDER_ADMIN_EMAIL: {e}"))?;
+            let password = Password::parse(password)
+                .map_err(|e| anyhow::anyhow!("LARDER_ADMIN_PASSWORD: {}", e.msg))?;
             ensure_admin(&db, &email, &password).await?;
         }
         let tokens = Tokens::new(&jwt_secret(&settings)?, settings.token_ttl);
@@ -236,7 +268,10 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes, then gives in-flight requests the grace period.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let grace = self.state.settings.grace_period();
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let listener = self.listener.tap_io(|tcp| {
@@ -244,7 +279,8 @@ impl Application {
         });
         let server = axum::serve(
             listener,
-            self.router.into_make_service_with_connect_info::<SocketAddr>(),
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(async move {
             shutdown.await;
@@ -292,7 +328,9 @@ fn redact(url: &DatabaseUrl) -> String {
     match url {
         DatabaseUrl::Sqlite(url) => url.clone(),
         DatabaseUrl::Postgres(url) => match (url.find("://"), url.rfind('@')) {
-            (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+            }
             _ => url.clone(),
         },
     }

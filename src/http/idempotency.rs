@@ -99,22 +99,24 @@ pub async fn begin(db: &Db, key: Option<&KeyRef<'_>>, body: &Value) -> ApiResult
     let Some(key) = key else {
         return Ok(Begin::Proceed);
     };
-    Ok(match idempotency::claim(db, key, &fingerprint(body)).await? {
-        Claim::Fresh => Begin::Proceed,
-        Claim::Replay(stored) => Begin::Answer(replay(&stored)),
-        Claim::Mismatch => {
-            return Err(header_error(
-                HEADER,
-                "idempotency_key_reused",
-                "This Idempotency-Key was already used with a different request body",
-            ));
-        }
-        Claim::InFlight => {
-            return Err(ApiError::conflict(
-                "A request with this Idempotency-Key is still being processed",
-            ));
-        }
-    })
+    Ok(
+        match idempotency::claim(db, key, &fingerprint(body)).await? {
+            Claim::Fresh => Begin::Proceed,
+            Claim::Replay(stored) => Begin::Answer(replay(&stored)),
+            Claim::Mismatch => {
+                return Err(header_error(
+                    HEADER,
+                    "idempotency_key_reused",
+                    "This Idempotency-Key was already used with a different request body",
+                ));
+            }
+            Claim::InFlight => {
+                return Err(ApiError::conflict(
+                    "A request with this Idempotency-Key is still being processed",
+                ));
+            }
+        },
+    )
 }
 
 /// Gives the key back after the work failed, so the client may retry with it.
@@ -127,8 +129,15 @@ pub async fn abandon(db: &Db, key: Option<&KeyRef<'_>>) {
 }
 
 /// Builds a JSON response that can be stored and replayed byte for byte.
-pub fn stored_json(status: StatusCode, headers: &[(HeaderName, String)], body: &impl serde::Serialize) -> StoredResponse {
-    let pairs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+pub fn stored_json(
+    status: StatusCode,
+    headers: &[(HeaderName, String)],
+    body: &impl serde::Serialize,
+) -> StoredResponse {
+    let pairs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
     StoredResponse {
         status: i32::from(status.as_u16()),
         headers: serde_json::to_string(&pairs).expect("header pairs serialise"),
@@ -144,7 +153,10 @@ pub fn replay(stored: &StoredResponse) -> Response {
         .unwrap_or(StatusCode::OK);
     let mut response = (status, stored.body.clone()).into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     let pairs: Vec<(String, String)> = serde_json::from_str(&stored.headers).unwrap_or_default();
     for (name, value) in pairs {
         if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
@@ -160,10 +172,20 @@ mod tests {
 
     #[test]
     fn keys_are_strings_or_tokens() {
-        assert_eq!(IdempotencyKey::parse("\"8e03-ab\"").unwrap().as_str(), "8e03-ab");
+        assert_eq!(
+            IdempotencyKey::parse("\"8e03-ab\"").unwrap().as_str(),
+            "8e03-ab"
+        );
         assert_eq!(IdempotencyKey::parse("abc123").unwrap().as_str(), "abc123");
         assert_eq!(IdempotencyKey::parse(r#""a\"b""#).unwrap().as_str(), "a\"b");
-        for bad in ["", "\"\"", "\"open", "two words", "\"bad\\n\"", &"x".repeat(256)] {
+        for bad in [
+            "",
+            "\"\"",
+            "\"open",
+            "two words",
+            "\"bad\\n\"",
+            &"x".repeat(256),
+        ] {
             assert!(IdempotencyKey::parse(bad).is_none(), "{bad}");
         }
     }

@@ -1,9 +1,9 @@
 //! `POST /validate` and the rate-limited `GET /api/data`.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -17,7 +17,9 @@ use crate::state::AppState;
 use crate::store::items::{self, ItemSummary};
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(validate)).routes(routes!(api_data))
+    OpenApiRouter::new()
+        .routes(routes!(validate))
+        .routes(routes!(api_data))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -59,7 +61,10 @@ pub async fn validate(JsonValue(body): JsonValue) -> ApiResult<Json<Valid>> {
         return Err(ApiError::field(error));
     };
     if !object.get("required_field").is_some_and(truthy) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "required_field is missing"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "required_field is missing",
+        ));
     }
     Ok(Json(Valid { status: "valid" }))
 }
@@ -85,8 +90,11 @@ pub async fn api_data(State(state): State<AppState>, headers: HeaderMap) -> ApiR
     let decision = state.limiter.check(&client).await;
     let limit_headers = crate::limits::headers(&state.settings.rate_limit, &decision);
     if !decision.allowed {
-        return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "Too many requests, please try later")
-            .with_headers(limit_headers));
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many requests, please try later",
+        )
+        .with_headers(limit_headers));
     }
     let data = items::newest(&state.db, 20).await?;
     Ok((limit_headers, Json(Data { data })).into_response())
@@ -99,10 +107,25 @@ mod tests {
 
     #[test]
     fn truthiness_is_pythons() {
-        for falsy in [json!(null), json!(false), json!(0), json!(0.0), json!(""), json!([]), json!({})] {
+        for falsy in [
+            json!(null),
+            json!(false),
+            json!(0),
+            json!(0.0),
+            json!(""),
+            json!([]),
+            json!({}),
+        ] {
             assert!(!truthy(&falsy), "{falsy}");
         }
-        for truthy_value in [json!(true), json!(1), json!(-0.5), json!("x"), json!([0]), json!({"a": 0})] {
+        for truthy_value in [
+            json!(true),
+            json!(1),
+            json!(-0.5),
+            json!("x"),
+            json!([0]),
+            json!({"a": 0}),
+        ] {
             assert!(truthy(&truthy_value), "{truthy_value}");
         }
     }

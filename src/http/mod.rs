@@ -14,8 +14,8 @@ pub mod ops;
 pub mod test_hooks;
 pub mod users;
 
-use axum::extract::DefaultBodyLimit;
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::OpenApi;
@@ -59,7 +59,10 @@ pub fn router(state: AppState) -> Router {
         .with_state(state);
     Router::new().fallback_service(
         ServiceBuilder::new()
-            .layer(axum::middleware::from_fn_with_state(timeout, middleware::request_context))
+            .layer(axum::middleware::from_fn_with_state(
+                timeout,
+                middleware::request_context,
+            ))
             .service(inner),
     )
 }

@@ -3,15 +3,16 @@
 use std::num::NonZeroU32;
 
 use futures::future::BoxFuture;
+use governor::Quota;
 use governor::clock::{Clock, DefaultClock, Reference};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
-use governor::Quota;
 
 use super::{Decision, RateLimiter, ceil_secs};
 use crate::config::RateLimitSpec;
 
-type Keyed<C> = governor::RateLimiter<String, DefaultKeyedStateStore<String>, C, StateInformationMiddleware>;
+type Keyed<C> =
+    governor::RateLimiter<String, DefaultKeyedStateStore<String>, C, StateInformationMiddleware>;
 
 pub struct InProcessLimiter<C: Clock = DefaultClock> {
     limiter: Keyed<C>,
@@ -38,7 +39,11 @@ impl<C: Clock + Clone> InProcessLimiter<C> {
     pub fn with_clock(spec: RateLimitSpec, clock: C) -> Self {
         let limiter = governor::RateLimiter::dashmap_with_clock(quota(&spec), clock.clone())
             .with_middleware::<StateInformationMiddleware>();
-        InProcessLimiter { limiter, clock, spec }
+        InProcessLimiter {
+            limiter,
+            clock,
+            spec,
+        }
     }
 
     pub fn decide(&self, key: &str) -> Decision {
@@ -93,7 +98,10 @@ mod tests {
 
     fn limiter(spec: &str) -> (InProcessLimiter<FakeRelativeClock>, FakeRelativeClock) {
         let clock = FakeRelativeClock::default();
-        (InProcessLimiter::with_clock(spec.parse().unwrap(), clock.clone()), clock)
+        (
+            InProcessLimiter::with_clock(spec.parse().unwrap(), clock.clone()),
+            clock,
+        )
     }
 
     #[test]
@@ -105,7 +113,14 @@ mod tests {
             assert_eq!(decision.remaining, 99 - i);
         }
         let refused = limiter.decide("a");
-        assert_eq!(refused, Decision { allowed: false, remaining: 0, reset_secs: 1 });
+        assert_eq!(
+            refused,
+            Decision {
+                allowed: false,
+                remaining: 0,
+                reset_secs: 1
+            }
+        );
         // Another client is not affected.
         assert!(limiter.decide("b").allowed);
         // One cell (0.6 s) later exactly one more request passes.

@@ -34,11 +34,20 @@ pub type SharedLimiter = Arc<dyn RateLimiter>;
 pub fn headers(spec: &RateLimitSpec, decision: &Decision) -> HeaderMap {
     let mut headers = HeaderMap::new();
     let policy = format!("\"default\";q={};w={}", spec.requests, spec.window_secs());
-    let state = format!("\"default\";r={};t={}", decision.remaining, decision.reset_secs);
-    headers.insert("ratelimit-policy", HeaderValue::from_str(&policy).expect("ascii"));
+    let state = format!(
+        "\"default\";r={};t={}",
+        decision.remaining, decision.reset_secs
+    );
+    headers.insert(
+        "ratelimit-policy",
+        HeaderValue::from_str(&policy).expect("ascii"),
+    );
     headers.insert("ratelimit", HeaderValue::from_str(&state).expect("ascii"));
     if !decision.allowed {
-        headers.insert(axum::http::header::RETRY_AFTER, HeaderValue::from(decision.reset_secs.max(1)));
+        headers.insert(
+            axum::http::header::RETRY_AFTER,
+            HeaderValue::from(decision.reset_secs.max(1)),
+        );
     }
     headers
 }
@@ -60,7 +69,14 @@ mod tests {
     #[test]
     fn header_values() {
         let spec: RateLimitSpec = "100/60s".parse().unwrap();
-        let headers = headers(&spec, &Decision { allowed: true, remaining: 99, reset_secs: 1 });
+        let headers = headers(
+            &spec,
+            &Decision {
+                allowed: true,
+                remaining: 99,
+                reset_secs: 1,
+            },
+        );
         assert_eq!(headers["ratelimit-policy"], "\"default\";q=100;w=60");
         assert_eq!(headers["ratelimit"], "\"default\";r=99;t=1");
         assert!(!headers.contains_key("retry-after"));
@@ -70,7 +86,14 @@ mod tests {
     }
 
     fn headers_for_refusal(spec: &RateLimitSpec) -> HeaderMap {
-        headers(spec, &Decision { allowed: false, remaining: 0, reset_secs: 3 })
+        headers(
+            spec,
+            &Decision {
+                allowed: false,
+                remaining: 0,
+                reset_secs: 3,
+            },
+        )
     }
 
     #[test]

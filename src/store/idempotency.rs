@@ -89,7 +89,11 @@ pub async fn claim(db: &Db, key: &KeyRef<'_>, request_hash: &[u8]) -> StoreResul
                 .execute(pool)
                 .await?
                 .rows_affected();
-            return Ok(if taken == 1 { Claim::Fresh } else { Claim::InFlight });
+            return Ok(if taken == 1 {
+                Claim::Fresh
+            } else {
+                Claim::InFlight
+            });
         }
         if hash != request_hash {
             return Ok(Claim::Mismatch);

@@ -46,11 +46,14 @@ const INSERT: &str = "insert into items (name, description, price, quantity, own
 
 /// Creates an item. With an idempotency key, the response made from the new item is stored
 /// in the same transaction, so a replay exists exactly when the item does.
+/// How the response to store under an idempotency key is made from the created item.
+pub type Respond<'a> = &'a (dyn Fn(&Item) -> StoredResponse + Sync);
+
 pub async fn insert(
     db: &Db,
     owner_id: i64,
     draft: &ItemDraft,
-    key: Option<(&KeyRef<'_>, &(dyn Fn(&Item) -> StoredResponse + Sync))>,
+    key: Option<(&KeyRef<'_>, Respond<'_>)>,
 ) -> StoreResult<Item> {
     let item = with_writer!(db, |pool| {
         let mut tx = pool.begin().await?;
@@ -85,7 +88,10 @@ pub async fn find(db: &Db, id: i64) -> StoreResult<Option<Item>> {
     let sql = "select id, name, description, price, quantity, owner_id, version, created_at, updated_at \
                from items where id = $1";
     let item = with_reader!(db, |pool| {
-        sqlx::query_as::<_, Item>(sql).bind(id).fetch_optional(pool).await?
+        sqlx::query_as::<_, Item>(sql)
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
     });
     Ok(item)
 }
@@ -117,7 +123,12 @@ pub async fn newest(db: &Db, limit: i64) -> StoreResult<Vec<ItemSummary>> {
 }
 
 /// Replaces the fields if the item is still at `version`; `None` when it is not (or is gone).
-pub async fn update(db: &Db, id: i64, version: i64, draft: &ItemDraft) -> StoreResult<Option<Item>> {
+pub async fn update(
+    db: &Db,
+    id: i64,
+    version: i64,
+    draft: &ItemDraft,
+) -> StoreResult<Option<Item>> {
     let sql = "update items set name = $1, description = $2, price = $3, quantity = $4, \
                version = version + 1, updated_at = $5 \
                where id = $6 and version = $7 \

@@ -176,7 +176,9 @@ impl Db {
             DatabaseUrl::Sqlite(url) => SqliteConnectOptions::from_str(url)
                 .ok()
                 .map(|options| options.get_filename().to_path_buf())
-                .filter(|path| !path.as_os_str().is_empty() && path != &std::path::Path::new(":memory:")),
+                .filter(|path| {
+                    !path.as_os_str().is_empty() && path != std::path::Path::new(":memory:")
+                }),
             DatabaseUrl::Postgres(_) => None,
         }
     }

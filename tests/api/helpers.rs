@@ -71,7 +71,9 @@ pub async fn fresh_postgres_database() -> String {
         .execute(&mut admin)
         .await
         .expect("create a test database");
-    let (base, _) = admin_url.rsplit_once('/').expect("a database URL has a path");
+    let (base, _) = admin_url
+        .rsplit_once('/')
+        .expect("a database URL has a path");
     format!("{base}/{name}")
 }
 
@@ -104,7 +106,10 @@ impl TestApp {
     pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut Settings)) -> TestApp {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let database_url = match backend {
-            Backend::Sqlite => DatabaseUrl::Sqlite(format!("sqlite://{}", dir.path().join("larder.db").display())),
+            Backend::Sqlite => DatabaseUrl::Sqlite(format!(
+                "sqlite://{}",
+                dir.path().join("larder.db").display()
+            )),
             Backend::Postgres => DatabaseUrl::Postgres(fresh_postgres_database().await),
         };
         let mut settings = Settings::for_database(database_url.clone());
@@ -154,7 +159,10 @@ impl TestApp {
             let _ = stop.send(());
         }
         if let Some(server) = self.server.take() {
-            server.await.expect("the server task ends").expect("the server stops cleanly");
+            server
+                .await
+                .expect("the server task ends")
+                .expect("the server stops cleanly");
         }
     }
 
@@ -186,9 +194,16 @@ impl TestApp {
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::CREATED);
-        let id = response.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+        let id = response.json::<Value>().await.unwrap()["id"]
+            .as_i64()
+            .unwrap();
         let token = self.login(&email, &password).await;
-        TestUser { id, email, password, token }
+        TestUser {
+            id,
+            email,
+            password,
+            token,
+        }
     }
 
     /// An admin, made the way an operator makes one (the store's upsert, as `larder admin create`).
@@ -197,7 +212,9 @@ impl TestApp {
         let email = larder::domain::user::Email::parse(&user.email).unwrap();
         let password = larder::domain::user::Password::parse(&user.password).unwrap();
         let hash = larder::auth::password::hash(&password).await.unwrap();
-        larder::store::users::upsert_admin(&self.state.db, &email, &hash).await.unwrap();
+        larder::store::users::upsert_admin(&self.state.db, &email, &hash)
+            .await
+            .unwrap();
         user
     }
 
@@ -217,7 +234,13 @@ impl TestApp {
 
     /// Creates an item as `user` and returns its JSON.
     pub async fn create_item(&self, user: &TestUser, body: Value) -> Value {
-        let response = self.post("/items").bearer_auth(&user.token).json(&body).send().await.unwrap();
+        let response = self
+            .post("/items")
+            .bearer_auth(&user.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), StatusCode::CREATED, "creating {body}");
         response.json().await.unwrap()
     }
