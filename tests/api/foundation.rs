@@ -2,6 +2,7 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::both_backends;
 use crate::helpers::{Backend, TestApp, assert_problem, error_locs};
@@ -19,6 +20,8 @@ both_backends!(
     a_panic_is_a_500_and_the_server_keeps_serving,
     health_readiness_and_metrics,
     security_headers,
+    cors_is_off_by_default_and_configurable,
+    slow_handlers_time_out_with_503,
     openapi_and_docs_are_served,
     an_unreachable_database_is_503_without_internals,
     a_database_error_is_500_without_internals,
@@ -159,17 +162,27 @@ async fn bodies_over_the_limit_are_413(backend: Backend) {
     let big = json!({"email": "a@b.co", "password": "x".repeat(2000)});
     let response = app.post("/users").json(&big).send().await.unwrap();
     assert_problem(response, StatusCode::PAYLOAD_TOO_LARGE, None).await;
-    // A chunked body (no Content-Length) is cut off at the limit too.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        (0..64).map(|_| Ok(vec![b' '; 1024])).collect();
-    let response = app
-        .post("/validate")
-        .header("content-type", "application/json")
-        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
-        .send()
+    // A chunked body (no Content-Length) is cut off at the limit too: the answer comes
+    // while the client is still sending, and nothing past the limit is read.
+    let mut stream = tokio::net::TcpStream::connect(app.address.trim_start_matches("http://"))
         .await
         .unwrap();
-    assert_problem(response, StatusCode::PAYLOAD_TOO_LARGE, None).await;
+    let head = "POST /validate HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // One chunk past the limit, in one write, so the server has read all that was sent
+    // when it answers (unread bytes would turn its close into a reset).
+    stream
+        .write_all(format!("800\r\n{}\r\n", " ".repeat(2048)).as_bytes())
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 4096];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]).to_string();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
     // Nothing was created.
     let response = app
         .post("/users")
@@ -367,4 +380,61 @@ async fn a_database_error_is_500_without_internals(backend: Backend) {
     );
     let response = app.get("/healthz").send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+}
+
+async fn cors_is_off_by_default_and_configurable(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |settings| {
+        settings.cors_origins = Some("https://app.example".into())
+    })
+    .await;
+    let preflight = app
+        .request(Method::OPTIONS, "/items")
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization, content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success());
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let response = app
+        .get("/healthz")
+        .header("origin", "https://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let response = app
+        .get("/healthz")
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+}
+
+async fn slow_handlers_time_out_with_503(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |settings| settings.request_timeout = 1).await;
+    let response = app.get("/__test/sleep?ms=3000").send().await.unwrap();
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert_problem(
+        response,
+        StatusCode::SERVICE_UNAVAILABLE,
+        Some("Request timed out"),
+    )
+    .await;
 }
