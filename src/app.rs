@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use axum::serve::ListenerExt;
 use clap::Parser;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -273,19 +272,13 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let grace = self.state.settings.grace_period();
+        let header_timeout = Duration::from_secs(self.state.settings.header_timeout);
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        let listener = self.listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let server = axum::serve(
-            listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stopping_tx.send(());
-        });
+        let server =
+            crate::http::server::serve(self.listener, self.router, header_timeout, async move {
+                shutdown.await;
+                let _ = stopping_tx.send(());
+            });
         let deadline = async move {
             if stopping_rx.await.is_ok() {
                 tokio::time::sleep(grace).await;
@@ -294,7 +287,7 @@ impl Application {
             }
         };
         tokio::select! {
-            result = server => result.context("serving HTTP")?,
+            () = server => {}
             _ = deadline => tracing::warn!(?grace, "grace period over: dropping unfinished requests"),
         }
         self.stop.cancel();

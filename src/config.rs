@@ -98,6 +98,9 @@ pub struct Settings {
     /// Seconds a request may take before it is answered 503.
     #[arg(long, env = "LARDER_REQUEST_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub request_timeout: u64,
+    /// Seconds a client may take to send a request's headers (slow clients are cut off).
+    #[arg(long, env = "LARDER_HEADER_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout: u64,
     /// Deployment environment; `production` requires `LARDER_JWT_SECRET`.
     #[arg(long = "env", env = "LARDER_ENV", value_enum, default_value_t = Environment::Development)]
     pub environment: Environment,

@@ -11,6 +11,7 @@ pub mod limited;
 pub mod middleware;
 pub mod openapi;
 pub mod ops;
+pub mod server;
 pub mod test_hooks;
 pub mod users;
 

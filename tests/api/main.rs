@@ -5,5 +5,6 @@ mod helpers;
 
 mod auth;
 mod foundation;
+mod hostile;
 mod items;
 mod process;
