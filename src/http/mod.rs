@@ -29,14 +29,16 @@ use middleware::RequestTimeout;
 
 /// Every documented route, with the OpenAPI document made from their annotations.
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+    let (router, mut openapi) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(ops::router())
         .merge(users::router())
         .merge(auth::router())
         .merge(items::router())
         .merge(jobs::router())
         .merge(limited::router())
-        .split_for_parts()
+        .split_for_parts();
+    utoipa::Modify::modify(&openapi::ServerFaults, &mut openapi);
+    (router, openapi)
 }
 
 /// The whole service. The request-context middleware wraps the router from outside, so it

@@ -7,4 +7,5 @@ mod auth;
 mod foundation;
 mod hostile;
 mod items;
+mod openapi;
 mod process;
