@@ -151,6 +151,23 @@ impl TestApp {
         TestApp::start(settings, backend, dir).await
     }
 
+    /// Starts on a database the test prepared (e.g. reached through a proxy it controls).
+    pub async fn spawn_with_database(
+        backend: Backend,
+        url: String,
+        configure: impl FnOnce(&mut Settings),
+    ) -> TestApp {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let database_url = match backend {
+            Backend::Sqlite => DatabaseUrl::Sqlite(url),
+            Backend::Postgres => DatabaseUrl::Postgres(url),
+        };
+        let mut settings = Settings::for_database(database_url);
+        settings.test_hooks = true;
+        configure(&mut settings);
+        TestApp::start(settings, backend, dir).await
+    }
+
     async fn start(settings: Settings, backend: Backend, dir: tempfile::TempDir) -> TestApp {
         let database_url = settings.database.database_url.clone();
         let app = Application::build(settings).await.expect("larder builds");
