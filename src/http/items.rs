@@ -20,7 +20,7 @@ use crate::auth::AuthUser;
 use crate::domain::item::{ItemDraft, merge_patch};
 use crate::state::AppState;
 use crate::store::idempotency::{KeyRef, StoredResponse};
-use crate::store::items::{self, Item};
+use crate::store::items::{self, Item, NewItem};
 
 pub const DEFAULT_LIMIT: i64 = 20;
 pub const MAX_LIMIT: i64 = 100;
@@ -206,17 +206,22 @@ pub async fn create_item(
     if let Begin::Answer(response) = idem::begin(&state.db, key.as_ref(), &body).await? {
         return Ok(response);
     }
-    let respond = |item: &Item| item_response(StatusCode::CREATED, item);
-    let stored = key
-        .as_ref()
-        .map(|key| (key, &respond as &(dyn Fn(&Item) -> StoredResponse + Sync)));
-    match items::insert(&state.db, user.id(), &draft, stored).await {
+    let new_item = NewItem {
+        owner_id: user.id(),
+        draft,
+        key: key.as_ref().map(KeyRef::to_owned_key),
+    };
+    match items::insert(&state.db, new_item, created_response).await {
         Ok(item) => Ok(send(StatusCode::CREATED, &item)),
         Err(error) => {
             idem::abandon(&state.db, key.as_ref()).await;
             Err(error.into())
         }
     }
+}
+
+fn created_response(item: &Item) -> StoredResponse {
+    item_response(StatusCode::CREATED, item)
 }
 
 /// Writes a new version made from the current one, checking ownership and `If-Match`; the

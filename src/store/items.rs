@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::idempotency::{self, KeyRef, StoredResponse};
+use super::idempotency::{self, OwnedKey, StoredResponse};
 use super::{Db, StoreResult};
 use crate::domain::item::ItemDraft;
 
@@ -40,48 +40,53 @@ pub struct ItemSummary {
     pub name: String,
 }
 
-const INSERT: &str = "insert into items (name, description, price, quantity, owner_id, version, created_at, updated_at) \
+pub(crate) const INSERT: &str = "insert into items (name, description, price, quantity, owner_id, version, created_at, updated_at) \
      values ($1, $2, $3, $4, $5, 1, $6, $6) \
      returning id, name, description, price, quantity, owner_id, version, created_at, updated_at";
 
-/// Creates an item. With an idempotency key, the response made from the new item is stored
-/// in the same transaction, so a replay exists exactly when the item does.
-/// How the response to store under an idempotency key is made from the created item.
-pub type Respond<'a> = &'a (dyn Fn(&Item) -> StoredResponse + Sync);
+/// How the answer stored under an idempotency key is made from the created item.
+pub type Respond = fn(&Item) -> StoredResponse;
 
-pub async fn insert(
-    db: &Db,
-    owner_id: i64,
-    draft: &ItemDraft,
-    key: Option<(&KeyRef<'_>, Respond<'_>)>,
-) -> StoreResult<Item> {
-    let item = with_writer!(db, |pool| {
-        let mut tx = pool.begin().await?;
-        let item = sqlx::query_as::<_, Item>(INSERT)
-            .bind(draft.name())
-            .bind(draft.description())
-            .bind(draft.price())
-            .bind(draft.quantity())
-            .bind(owner_id)
-            .bind(Utc::now())
-            .fetch_one(&mut *tx)
+/// An item to create, and the idempotency key whose answer is stored with it.
+#[derive(Debug)]
+pub struct NewItem {
+    pub owner_id: i64,
+    pub draft: ItemDraft,
+    pub key: Option<OwnedKey>,
+}
+
+/// Creates an item. With an idempotency key, the answer made from the new item is stored
+/// in the same transaction, so a replay exists exactly when the item does. On SQLite the
+/// write joins a group commit (see `store::batch`).
+pub async fn insert(db: &Db, item: NewItem, respond: Respond) -> StoreResult<Item> {
+    let pool = match db {
+        Db::Sqlite(sqlite) => return sqlite.items.insert(item, respond).await,
+        Db::Postgres(pool) => pool,
+    };
+    let mut tx = pool.begin().await?;
+    let created = sqlx::query_as::<_, Item>(INSERT)
+        .bind(item.draft.name())
+        .bind(item.draft.description())
+        .bind(item.draft.price())
+        .bind(item.draft.quantity())
+        .bind(item.owner_id)
+        .bind(Utc::now())
+        .fetch_one(&mut *tx)
+        .await?;
+    if let Some(key) = &item.key {
+        let response = respond(&created);
+        sqlx::query(idempotency::COMPLETE)
+            .bind(response.status)
+            .bind(&response.headers)
+            .bind(&response.body)
+            .bind(key.user_id)
+            .bind(key.scope)
+            .bind(&key.key)
+            .execute(&mut *tx)
             .await?;
-        if let Some((key, respond)) = key {
-            let response = respond(&item);
-            sqlx::query(idempotency::COMPLETE)
-                .bind(response.status)
-                .bind(&response.headers)
-                .bind(&response.body)
-                .bind(key.user_id)
-                .bind(key.scope)
-                .bind(key.key)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        item
-    });
-    Ok(item)
+    }
+    tx.commit().await?;
+    Ok(created)
 }
 
 pub async fn find(db: &Db, id: i64) -> StoreResult<Option<Item>> {
