@@ -99,7 +99,10 @@ pub async fn token(
         state.login_throttle.record_failure(&keys, Instant::now());
         return Err(ApiError::unauthorized("Incorrect email or password", false));
     };
+    // A success clears both counters: the limit is on failures in a row, so clients that
+    // mostly log in correctly behind one address (a proxy, a test suite) are not locked out.
     state.login_throttle.forget(&email_key);
+    state.login_throttle.forget(&address_key);
     let access_token = state.tokens.issue(user_id).map_err(|error| {
         tracing::error!(%error, "signing a token failed");
         ApiError::internal()

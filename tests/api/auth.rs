@@ -22,6 +22,7 @@ both_backends!(
     a_deleted_users_token_stops_working_at_once,
     admins_delete_users,
     repeated_failed_logins_are_throttled,
+    failed_logins_from_one_address_are_throttled_until_a_success,
     users_read_themselves_and_admins_read_anyone,
 );
 
@@ -559,4 +560,39 @@ async fn users_read_themselves_and_admins_read_anyone(backend: Backend) {
         .await
         .unwrap();
     assert_problem(missing, StatusCode::NOT_FOUND, Some("User not found")).await;
+}
+
+async fn failed_logins_from_one_address_are_throttled_until_a_success(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let user = app.user().await;
+    let fail = |n: usize| {
+        let email = format!("nobody{n}@example.com");
+        let request = app
+            .post("/auth/token")
+            .form(&[("username", email.as_str()), ("password", "wrong password")]);
+        request.send()
+    };
+    // Nine failures, then a success: the count starts again.
+    for n in 0..9 {
+        assert_eq!(fail(n).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    }
+    app.login(&user.email, &user.password).await;
+    for n in 0..10 {
+        assert_eq!(
+            fail(100 + n).await.unwrap().status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // Ten failures in a row from this address, each for another email: the address waits.
+    let response = app
+        .post("/auth/token")
+        .form(&[
+            ("username", user.email.as_str()),
+            ("password", user.password.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(response.headers().contains_key("retry-after"));
+    assert_problem(response, StatusCode::TOO_MANY_REQUESTS, None).await;
 }
