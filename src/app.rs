@@ -48,7 +48,8 @@ pub fn main() -> ExitCode {
                 eprintln!("larder: invalid settings: {problem}");
                 return ExitCode::from(2);
             }
-            crate::telemetry::init_logging(&settings.log_level, settings.log_format);
+            let _flush_logs_on_exit =
+                crate::telemetry::init_logging(&settings.log_level, settings.log_format);
             runtime.block_on(serve(*settings))
         }
         Command::Admin {

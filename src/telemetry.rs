@@ -7,10 +7,20 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-pub fn init_logging(filter: &str, format: LogFormat) {
+/// Starts logging to stdout through a writer thread, so a request never waits on the
+/// terminal or pipe; keep the guard alive until exit (dropping it flushes the last lines).
+pub fn init_logging(
+    filter: &str,
+    format: LogFormat,
+) -> tracing_appender::non_blocking::WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(64 * 1024)
+        .lossy(false)
+        .finish(std::io::stdout());
     let filter = EnvFilter::builder().parse_lossy(filter);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_writer(writer)
         .with_target(true);
     let result = match format {
         LogFormat::Text => builder.try_init(),
@@ -18,6 +28,7 @@ pub fn init_logging(filter: &str, format: LogFormat) {
     };
     // A second initialisation (tests start many servers in one process) keeps the first.
     let _ = result;
+    guard
 }
 
 /// The process-wide Prometheus recorder, installed on first use.
