@@ -6,7 +6,6 @@ use std::io::{BufRead, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -22,7 +21,6 @@ use crate::auth::token::Tokens;
 use crate::config::{AdminCommand, AdminCreate, Cli, Command, DatabaseUrl, Settings};
 use crate::domain::user::{Email, Password};
 use crate::limits::SharedLimiter;
-use crate::limits::memory::InProcessLimiter;
 use crate::state::{AppContext, AppState};
 use crate::store::{self, Db};
 
@@ -227,7 +225,7 @@ impl Application {
             ensure_admin(&db, &email, &password).await?;
         }
         let tokens = Tokens::new(&jwt_secret(&settings)?, settings.token_ttl);
-        let limiter: SharedLimiter = Arc::new(InProcessLimiter::new(settings.rate_limit));
+        let limiter: SharedLimiter = crate::limits::from_settings(&settings).await?;
         tokio::task::spawn_blocking(password::warm_up);
 
         let listener = TcpListener::bind(settings.bind)

@@ -122,6 +122,9 @@ pub struct Settings {
     /// Redis URL; when set, rate limits are shared by every process.
     #[arg(long, env = "LARDER_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Prefix of larder's Redis keys, so several deployments (or tests) can share one Redis.
+    #[arg(long, env = "LARDER_REDIS_PREFIX", default_value = "larder:")]
+    pub redis_prefix: String,
     /// Background job workers in this process.
     #[arg(long, env = "LARDER_WORKERS", default_value_t = 2)]
     pub workers: usize,

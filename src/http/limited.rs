@@ -13,6 +13,7 @@ use utoipa_axum::routes;
 use super::error::{ApiError, ApiResult, FieldError, ProblemBody, ValidationProblemBody};
 use super::extract::{JsonValue, header_error};
 use crate::domain::fields::not_an_object;
+use crate::limits::{self, Decision};
 use crate::state::AppState;
 use crate::store::items::{self, ItemSummary};
 
@@ -73,22 +74,40 @@ pub async fn validate(JsonValue(body): JsonValue) -> ApiResult<Json<Valid>> {
 #[utoipa::path(get, path = "/api/data", tag = "limits",
     params(("client" = String, Header, description = "Who is asking; limits are counted per value")),
     responses(
-        (status = 200, description = "The newest items", body = Data, headers(
+        (status = 200, description = "The newest items, newest first", body = Data, headers(
             ("RateLimit-Policy" = String, description = "\"default\";q=<requests>;w=<window seconds>"),
-            ("RateLimit" = String, description = "\"default\";r=<remaining>;t=<seconds to reset>"))),
-        (status = 422, description = "The client header is missing", body = ValidationProblemBody, content_type = "application/problem+json"),
+            ("RateLimit" = String, description = "\"default\";r=<requests left>;t=<seconds until the quota is whole>"))),
+        (status = 422, description = "The client header is missing (nothing is counted)", body = ValidationProblemBody, content_type = "application/problem+json", headers(
+            ("RateLimit-Policy" = String, description = "The policy"),
+            ("RateLimit" = String, description = "\"default\";r=<requests>;t=0: nothing was counted"))),
         (status = 429, description = "Too many requests, please try later", body = ProblemBody, content_type = "application/problem+json", headers(
-            ("Retry-After" = u32, description = "Whole seconds to wait"),
+            ("Retry-After" = u32, description = "Whole seconds until the next request may pass (at least 1; equal to t)"),
+            ("RateLimit-Policy" = String, description = "The policy"),
+            ("RateLimit" = String, description = "\"default\";r=0;t=<seconds until the next request may pass>"))),
+        (status = 500, description = "Database error", body = ProblemBody, content_type = "application/problem+json", headers(
+            ("RateLimit-Policy" = String, description = "The policy"),
+            ("RateLimit" = String, description = "The client's state"))),
+        (status = 503, description = "The database cannot be reached", body = ProblemBody, content_type = "application/problem+json", headers(
+            ("Retry-After" = u32, description = "Seconds to wait before retrying"),
             ("RateLimit-Policy" = String, description = "The policy"),
             ("RateLimit" = String, description = "The client's state"))),
     ))]
 pub async fn api_data(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
-    let client = headers
-        .get("client")
-        .ok_or_else(|| header_error("client", "missing", "Field required"))?;
+    let spec = &state.settings.rate_limit;
+    let Some(client) = headers.get("client") else {
+        // Every answer of a limited route states the policy; a request without a client is
+        // counted against nobody, so it reports a whole quota.
+        let untouched = Decision {
+            allowed: true,
+            remaining: spec.requests,
+            reset_secs: 0,
+        };
+        return Err(header_error("client", "missing", "Field required")
+            .with_headers(limits::headers(spec, &untouched)));
+    };
     let client = String::from_utf8_lossy(client.as_bytes());
     let decision = state.limiter.check(&client).await;
-    let limit_headers = crate::limits::headers(&state.settings.rate_limit, &decision);
+    let limit_headers = limits::headers(spec, &decision);
     if !decision.allowed {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -96,7 +115,11 @@ pub async fn api_data(State(state): State<AppState>, headers: HeaderMap) -> ApiR
         )
         .with_headers(limit_headers));
     }
-    let data = items::newest(&state.db, 20).await?;
+    // The request was counted, so even a failure reports the client's state.
+    let data = match items::newest(&state.db, 20).await {
+        Ok(data) => data,
+        Err(error) => return Err(ApiError::from(error).with_headers(limit_headers)),
+    };
     Ok((limit_headers, Json(Data { data })).into_response())
 }
 

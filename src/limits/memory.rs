@@ -8,11 +8,16 @@ use governor::clock::{Clock, DefaultClock, Reference};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 
+use super::key::ClientKey;
 use super::{Decision, RateLimiter, ceil_secs};
 use crate::config::RateLimitSpec;
 
-type Keyed<C> =
-    governor::RateLimiter<String, DefaultKeyedStateStore<String>, C, StateInformationMiddleware>;
+type Keyed<C> = governor::RateLimiter<
+    ClientKey,
+    DefaultKeyedStateStore<ClientKey>,
+    C,
+    StateInformationMiddleware,
+>;
 
 pub struct InProcessLimiter<C: Clock = DefaultClock> {
     limiter: Keyed<C>,
@@ -48,9 +53,11 @@ impl<C: Clock + Clone> InProcessLimiter<C> {
 
     pub fn decide(&self, key: &str) -> Decision {
         let per_cell = self.spec.window / self.spec.requests;
-        match self.limiter.check_key(&key.to_string()) {
+        match self.limiter.check_key(&ClientKey::of(key)) {
             Ok(snapshot) => {
                 let remaining = snapshot.remaining_burst_capacity();
+                // governor keeps the arrival time private; the cells in use, rounded up,
+                // overstate the time to a whole quota by less than one cell, never understate it.
                 let used = self.spec.requests.saturating_sub(remaining);
                 Decision {
                     allowed: true,

@@ -1,14 +1,17 @@
 //! Rate limiting: one trait, an in-process GCRA limiter (governor) and, for many processes,
 //! a Redis one. Every answer of a limited route carries the draft-ietf-httpapi-ratelimit-headers.
 
+pub mod key;
 pub mod memory;
+pub mod outage;
+pub mod redis;
 
 use std::sync::Arc;
 
 use axum::http::{HeaderMap, HeaderValue};
 use futures::future::BoxFuture;
 
-use crate::config::RateLimitSpec;
+use crate::config::{RateLimitSpec, Settings};
 
 /// The outcome of one request against a client's limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +32,17 @@ pub trait RateLimiter: Send + Sync {
 }
 
 pub type SharedLimiter = Arc<dyn RateLimiter>;
+
+/// The limiter the settings ask for: shared through Redis when `redis_url` is set, else in
+/// this process. Redis being down at start is not an error (see [`redis::RedisLimiter`]).
+pub async fn from_settings(settings: &Settings) -> anyhow::Result<SharedLimiter> {
+    Ok(match &settings.redis_url {
+        Some(url) => Arc::new(
+            redis::RedisLimiter::connect(url, &settings.redis_prefix, settings.rate_limit).await?,
+        ),
+        None => Arc::new(memory::InProcessLimiter::new(settings.rate_limit)),
+    })
+}
 
 /// `RateLimit-Policy` and `RateLimit` for a decision under `spec`.
 pub fn headers(spec: &RateLimitSpec, decision: &Decision) -> HeaderMap {

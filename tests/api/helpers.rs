@@ -364,3 +364,17 @@ pub fn error_locs(body: &Value) -> Vec<Value> {
         .map(|error| error["loc"].clone())
         .collect()
 }
+
+/// The Redis server for tests. Under `CI=true` a missing one fails the run, never skips.
+pub fn redis_url() -> Option<String> {
+    match std::env::var("LARDER_TEST_REDIS_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
+            panic!("CI=true but LARDER_TEST_REDIS_URL is not set: Redis tests cannot run")
+        }
+        _ => {
+            eprintln!("LARDER_TEST_REDIS_URL is not set: skipping a Redis test");
+            None
+        }
+    }
+}

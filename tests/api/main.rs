@@ -8,5 +8,6 @@ mod faults;
 mod foundation;
 mod hostile;
 mod items;
+mod limits;
 mod openapi;
 mod process;
