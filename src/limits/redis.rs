@@ -19,7 +19,7 @@ use crate::config::RateLimitSpec;
 /// The longest a request waits for Redis before the in-process limiter decides.
 const CALL_TIMEOUT: Duration = Duration::from_millis(250);
 /// The longest one connection attempt may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 pub struct RedisLimiter {
     spec: RateLimitSpec,

@@ -22,6 +22,7 @@ both_backends!(
     redis_limits_a_burst_to_q,
     two_servers_share_one_limit_through_redis,
     redis_down_falls_back_to_the_process_and_is_counted,
+    a_hung_redis_does_not_hold_requests_up,
 );
 
 /// The parsed `RateLimit` header: (remaining, seconds).
@@ -343,6 +344,37 @@ async fn redis_down_falls_back_to_the_process_and_is_counted(backend: Backend) {
         fallbacks(&app).await >= before + 4,
         "each fallback is counted in /metrics"
     );
+}
+
+async fn a_hung_redis_does_not_hold_requests_up(backend: Backend) {
+    // A "Redis" that accepts connections and never answers a byte.
+    let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("redis://{}", hung.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut connections = Vec::new();
+        while let Ok((connection, _)) = hung.accept().await {
+            connections.push(connection);
+        }
+    });
+    let app = spawn_on_redis(backend, "3/60s", &url, "unused:").await;
+    let before = fallbacks(&app).await;
+    for n in 0..4 {
+        let started = std::time::Instant::now();
+        let response = data(&app, "waiting").await;
+        let expected = if n < 3 {
+            StatusCode::OK
+        } else {
+            StatusCode::TOO_MANY_REQUESTS
+        };
+        assert_eq!(response.status(), expected, "request {n}");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "request {n} waited {:?} for a hung Redis",
+            started.elapsed()
+        );
+    }
+    assert!(fallbacks(&app).await >= before + 4);
+    held.abort();
 }
 
 /// `ratelimit_redis_fallback_total` from `/metrics` (one recorder per test process, so
