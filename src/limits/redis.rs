@@ -116,10 +116,10 @@ impl RateLimiter for RedisLimiter {
                     decision
                 }
                 Err(unanswered) => {
+                    self.outage.fell_back();
                     if !matches!(unanswered, Unanswered::CoolingOff) {
                         self.outage.failed(&unanswered);
                     }
-                    self.outage.fell_back();
                     self.fallback.decide(key)
                 }
             }

@@ -23,6 +23,7 @@ both_backends!(
     two_servers_share_one_limit_through_redis,
     redis_down_falls_back_to_the_process_and_is_counted,
     a_hung_redis_does_not_hold_requests_up,
+    openapi_documents_every_status_and_limit_header,
 );
 
 /// The parsed `RateLimit` header: (remaining, seconds).
@@ -375,6 +376,50 @@ async fn a_hung_redis_does_not_hold_requests_up(backend: Backend) {
     }
     assert!(fallbacks(&app).await >= before + 4);
     held.abort();
+}
+
+async fn openapi_documents_every_status_and_limit_header(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let spec: Value = app
+        .get("/openapi.json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let statuses = |operation: &Value| -> Vec<String> {
+        operation["responses"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    };
+    let validate = &spec["paths"]["/validate"]["post"];
+    for status in ["200", "400", "413", "415", "422"] {
+        assert!(
+            statuses(validate).contains(&status.to_string()),
+            "/validate {status}"
+        );
+    }
+    let data = &spec["paths"]["/api/data"]["get"];
+    assert_eq!(data["parameters"][0]["name"], "client");
+    assert_eq!(data["parameters"][0]["in"], "header");
+    for status in ["200", "422", "429", "500", "503"] {
+        let headers = &data["responses"][status]["headers"];
+        for header in ["RateLimit-Policy", "RateLimit"] {
+            assert!(
+                headers.get(header).is_some(),
+                "/api/data {status} documents {header}"
+            );
+        }
+    }
+    assert!(
+        data["responses"]["429"]["headers"]
+            .get("Retry-After")
+            .is_some()
+    );
 }
 
 /// `ratelimit_redis_fallback_total` from `/metrics` (one recorder per test process, so
