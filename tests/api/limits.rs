@@ -24,6 +24,8 @@ both_backends!(
     redis_down_falls_back_to_the_process_and_is_counted,
     a_hung_redis_does_not_hold_requests_up,
     openapi_documents_every_status_and_limit_header,
+    concurrent_requests_get_exactly_q,
+    concurrent_requests_on_two_servers_get_exactly_q_through_redis,
 );
 
 /// The parsed `RateLimit` header: (remaining, seconds).
@@ -420,6 +422,34 @@ async fn openapi_documents_every_status_and_limit_header(backend: Backend) {
             .get("Retry-After")
             .is_some()
     );
+}
+
+/// Fires `total` requests for one client at once, spread over `servers`; counts the 200s.
+async fn concurrent_successes(servers: &[&TestApp], total: usize) -> usize {
+    let requests = (0..total).map(|n| data(servers[n % servers.len()], "stampede"));
+    let responses = futures::future::join_all(requests).await;
+    let mut passed = 0;
+    for response in responses {
+        match response.status() {
+            StatusCode::OK => passed += 1,
+            StatusCode::TOO_MANY_REQUESTS => assert!(retry_after(&response) >= 1),
+            other => panic!("unexpected {other}"),
+        }
+    }
+    passed
+}
+
+async fn concurrent_requests_get_exactly_q(backend: Backend) {
+    let app = spawn_limited(backend, "10/60s").await;
+    assert_eq!(concurrent_successes(&[&app], 30).await, 10);
+}
+
+async fn concurrent_requests_on_two_servers_get_exactly_q_through_redis(backend: Backend) {
+    let Some(url) = redis_url() else { return };
+    let prefix = fresh_prefix();
+    let first = spawn_on_redis(backend, "10/60s", &url, &prefix).await;
+    let second = spawn_on_redis(backend, "10/60s", &url, &prefix).await;
+    assert_eq!(concurrent_successes(&[&first, &second], 30).await, 10);
 }
 
 /// `ratelimit_redis_fallback_total` from `/metrics` (one recorder per test process, so
