@@ -154,6 +154,21 @@ mod tests {
     }
 
     #[test]
+    fn reset_never_understates_the_time_to_a_whole_quota() {
+        // 10 per 10 s: one cell is 1 s. Three requests at 0 s put the quota whole at 3 s.
+        let (limiter, clock) = limiter("10/10s");
+        for _ in 0..3 {
+            limiter.decide("a");
+        }
+        // At 2.5 s, a fourth request makes it whole at 4 s, 1.5 s from now: t may round up
+        // to the cell (2 s) but never down to 1 s.
+        clock.advance(Duration::from_millis(2500));
+        let decision = limiter.decide("a");
+        assert_eq!((decision.allowed, decision.remaining), (true, 8));
+        assert_eq!(decision.reset_secs, 2);
+    }
+
+    #[test]
     fn stale_keys_are_evicted() {
         let (limiter, clock) = limiter("5/1s");
         for i in 0..1000 {
