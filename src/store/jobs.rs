@@ -38,6 +38,8 @@ pub struct Claimed {
     pub id: Uuid,
     pub kind: String,
     pub owner_id: i64,
+    /// Loaded after the claim, from `job_payloads`.
+    #[sqlx(default)]
     pub payload: String,
     pub total: i64,
     pub done: i64,
@@ -64,19 +66,24 @@ pub async fn enqueue(
     job: &NewJob<'_>,
     key: Option<(&KeyRef<'_>, &StoredResponse)>,
 ) -> StoreResult<()> {
-    let sql = "insert into jobs (id, kind, owner_id, status, payload, total, done, attempts, max_attempts, run_at_ms, created_at) \
-               values ($1, $2, $3, 'queued', $4, $5, 0, 0, $6, $7, $8)";
+    let sql = "insert into jobs (id, kind, owner_id, status, total, done, attempts, max_attempts, run_at_ms, created_at) \
+               values ($1, $2, $3, 'queued', $4, 0, 0, $5, $6, $7)";
+    let payload = "insert into job_payloads (job_id, payload) values ($1, $2)";
     with_writer!(db, |pool| {
         let mut tx = pool.begin().await?;
         sqlx::query(sql)
             .bind(job.id)
             .bind(job.kind)
             .bind(job.owner_id)
-            .bind(job.payload)
             .bind(job.total)
             .bind(job.max_attempts)
             .bind(now_millis())
             .bind(Utc::now())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(payload)
+            .bind(job.id)
+            .bind(job.payload)
             .execute(&mut *tx)
             .await?;
         if let Some((key, response)) = key {
@@ -122,7 +129,7 @@ pub async fn claim(db: &Db, worker: &str, lease_ms: i64) -> StoreResult<Option<C
          where id = (select id from jobs \
              where (status = 'queued' and run_at_ms <= $4) or (status = 'running' and locked_until_ms < $4) \
              order by run_at_ms limit 1 {lock}) \
-         returning id, kind, owner_id, payload, total, done, attempts, max_attempts";
+         returning id, kind, owner_id, total, done, attempts, max_attempts";
     let now = now_millis();
     let claimed = match db {
         Db::Sqlite(sqlite) => {
@@ -146,7 +153,18 @@ pub async fn claim(db: &Db, worker: &str, lease_ms: i64) -> StoreResult<Option<C
                 .await?
         }
     };
-    Ok(claimed)
+    let Some(mut claimed) = claimed else {
+        return Ok(None);
+    };
+    let payload = "select payload from job_payloads where job_id = $1";
+    claimed.payload = with_reader!(db, |pool| {
+        sqlx::query_scalar::<_, String>(payload)
+            .bind(claimed.id)
+            .fetch_optional(pool)
+            .await?
+            .unwrap_or_default()
+    });
+    Ok(Some(claimed))
 }
 
 /// Extends the lease; false when the worker no longer holds the job.
@@ -176,7 +194,7 @@ pub struct Rejection {
     pub errors: String,
 }
 
-/// Rows per `insert` statement (5 parameters each, well under SQLite's 32,766 and
+/// Rows per `insert` statement (at most 9 parameters each, well under SQLite's 32,766 and
 /// PostgreSQL's 65,535 parameters).
 const ROWS_PER_STATEMENT: usize = 1000;
 
@@ -209,13 +227,17 @@ pub async fn commit_chunk(
             tx.rollback().await?;
             return Ok(false);
         }
+        let positional = !db.is_postgres();
         for batch in rows.chunks(ROWS_PER_STATEMENT) {
-            let sql = insert_items_sql(batch.len());
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(job.owner_id)
-                .bind(now)
-                .bind(job.id);
+            let sql = insert_items_sql(batch.len(), positional);
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            if !positional {
+                query = query.bind(job.owner_id).bind(now).bind(job.id);
+            }
             for row in batch {
+                if positional {
+                    query = query.bind(job.owner_id).bind(now).bind(now).bind(job.id);
+                }
                 query = query
                     .bind(row.draft.name())
                     .bind(row.draft.description())
@@ -226,9 +248,15 @@ pub async fn commit_chunk(
             query.execute(&mut *tx).await?;
         }
         for batch in rejections.chunks(ROWS_PER_STATEMENT) {
-            let sql = insert_rejections_sql(batch.len());
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(job.id);
+            let sql = insert_rejections_sql(batch.len(), positional);
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            if !positional {
+                query = query.bind(job.id);
+            }
             for rejection in batch {
+                if positional {
+                    query = query.bind(job.id);
+                }
                 query = query.bind(rejection.index).bind(&rejection.errors);
             }
             query.execute(&mut *tx).await?;
@@ -238,18 +266,24 @@ pub async fn commit_chunk(
     Ok(true)
 }
 
-/// A multi-row insert: `$1` owner, `$2` timestamp, `$3` job id are shared by every row.
+/// A multi-row insert. On PostgreSQL `$1` owner, `$2` timestamp and `$3` job id are shared
+/// by every row; on SQLite every row binds its own `?`s, because looking up a numbered
+/// parameter by name is linear there, which makes binding thousands of them quadratic.
 /// `on conflict do nothing` on `(job_id, job_index)`: a row is never created twice.
-fn insert_items_sql(rows: usize) -> String {
-    let mut sql = String::with_capacity(140 + rows * 40);
+fn insert_items_sql(rows: usize, positional: bool) -> String {
+    let mut sql = String::with_capacity(160 + rows * 40);
     sql.push_str(
         "insert into items (owner_id, created_at, updated_at, job_id, version, name, description, price, quantity, job_index) values ",
     );
     for row in 0..rows {
-        let p = 4 + row * 5;
         if row > 0 {
             sql.push(',');
         }
+        if positional {
+            sql.push_str("(?, ?, ?, ?, 1, ?, ?, ?, ?, ?)");
+            continue;
+        }
+        let p = 4 + row * 5;
         sql.push_str(&format!(
             "($1, $2, $2, $3, 1, ${}, ${}, ${}, ${}, ${})",
             p,
@@ -263,14 +297,18 @@ fn insert_items_sql(rows: usize) -> String {
     sql
 }
 
-fn insert_rejections_sql(rows: usize) -> String {
+fn insert_rejections_sql(rows: usize, positional: bool) -> String {
     let mut sql = String::from("insert into job_rejections (job_id, idx, errors) values ");
     for row in 0..rows {
-        let p = 2 + row * 2;
         if row > 0 {
             sql.push(',');
         }
-        sql.push_str(&format!("($1, ${}, ${})", p, p + 1));
+        if positional {
+            sql.push_str("(?, ?, ?)");
+        } else {
+            let p = 2 + row * 2;
+            sql.push_str(&format!("($1, ${}, ${})", p, p + 1));
+        }
     }
     sql.push_str(" on conflict (job_id, idx) do nothing");
     sql
@@ -386,16 +424,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn multi_row_inserts_share_the_first_three_parameters() {
+    fn multi_row_inserts_share_parameters_on_postgres_only() {
+        let columns = "insert into items (owner_id, created_at, updated_at, job_id, version, name, description, price, quantity, job_index) values ";
         assert_eq!(
-            insert_items_sql(2),
-            "insert into items (owner_id, created_at, updated_at, job_id, version, name, description, price, quantity, job_index) values \
-             ($1, $2, $2, $3, 1, $4, $5, $6, $7, $8),($1, $2, $2, $3, 1, $9, $10, $11, $12, $13) \
-             on conflict (job_id, job_index) do nothing"
+            insert_items_sql(2, false),
+            format!(
+                "{columns}($1, $2, $2, $3, 1, $4, $5, $6, $7, $8),($1, $2, $2, $3, 1, $9, $10, $11, $12, $13) \
+                 on conflict (job_id, job_index) do nothing"
+            )
         );
         assert_eq!(
-            insert_rejections_sql(2),
+            insert_items_sql(2, true),
+            format!(
+                "{columns}(?, ?, ?, ?, 1, ?, ?, ?, ?, ?),(?, ?, ?, ?, 1, ?, ?, ?, ?, ?) \
+                 on conflict (job_id, job_index) do nothing"
+            )
+        );
+        assert_eq!(
+            insert_rejections_sql(2, false),
             "insert into job_rejections (job_id, idx, errors) values ($1, $2, $3),($1, $4, $5) on conflict (job_id, idx) do nothing"
+        );
+        assert_eq!(
+            insert_rejections_sql(2, true),
+            "insert into job_rejections (job_id, idx, errors) values (?, ?, ?),(?, ?, ?) on conflict (job_id, idx) do nothing"
         );
     }
 }

@@ -512,7 +512,56 @@ async fn shutdown_hands_a_running_job_back(backend: Backend) {
     assert_eq!(item_rows(&app.database_url, id).await, (60_000, 60_000));
 }
 
+async fn metrics_and_openapi_describe_the_queue(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let user = app.user().await;
+    let id = submit(&app, &user, &rows("metrics", 3)).await;
+    wait_for(&app, &user, id, Duration::from_secs(10), finished).await;
+    let metrics = app
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("job_queue_depth"), "{metrics}");
+    assert!(metrics.contains(r#"jobs{status="succeeded"}"#), "{metrics}");
+    assert!(metrics.contains("job_duration_seconds"), "{metrics}");
+
+    let openapi: Value = app
+        .get("/openapi.json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let statuses = |path: &str, method: &str| -> Vec<String> {
+        let mut codes: Vec<String> = openapi["paths"][path][method]["responses"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{method} {path} is documented"))
+            .keys()
+            .cloned()
+            .collect();
+        codes.sort();
+        codes
+    };
+    assert_eq!(
+        statuses("/process", "post"),
+        ["202", "400", "401", "409", "413", "415", "422"]
+    );
+    assert_eq!(
+        statuses("/jobs/{job_id}", "get"),
+        ["200", "401", "403", "404", "422"]
+    );
+    let accepted = &openapi["paths"]["/process"]["post"]["responses"]["202"];
+    assert!(accepted["headers"]["Location"].is_object(), "{accepted}");
+    assert!(accepted["links"]["GetJobById"].is_object(), "{accepted}");
+}
+
 both_backends!(
+    metrics_and_openapi_describe_the_queue,
     import_succeeds_and_reports_each_row,
     process_and_job_errors_speak_problem_json,
     import_body_limit_and_test_kinds_follow_settings,
