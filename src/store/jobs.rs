@@ -194,13 +194,30 @@ pub struct Rejection {
     pub errors: String,
 }
 
-/// Rows per `insert` statement (at most 9 parameters each, well under SQLite's 32,766 and
-/// PostgreSQL's 65,535 parameters).
+/// Rows per SQLite `insert` statement (9 parameters each, under SQLite's 32,766).
 const ROWS_PER_STATEMENT: usize = 1000;
+
+/// Moves the cursor and extends the lease, naming the worker: 0 rows when the lease was lost.
+const CURSOR: &str = "update jobs set done = $1, locked_until_ms = $2 \
+     where id = $3 and locked_by = $4 and status = 'running'";
+
+/// PostgreSQL takes a chunk as five arrays: one statement, one round trip, no parameter limit.
+const PG_INSERT_ITEMS: &str = "insert into items (owner_id, created_at, updated_at, job_id, version, \
+         name, description, price, quantity, job_index) \
+     select $1, $2, $2, $3, 1, r.name, r.description, r.price, r.quantity, r.job_index \
+     from unnest($4::text[], $5::text[], $6::float8[], $7::int8[], $8::int8[]) \
+         as r (name, description, price, quantity, job_index) \
+     on conflict (job_id, job_index) do nothing";
+
+const PG_INSERT_REJECTIONS: &str = "insert into job_rejections (job_id, idx, errors) \
+     select $1, r.idx, r.errors from unnest($2::int8[], $3::text[]) as r (idx, errors) \
+     on conflict (job_id, idx) do nothing";
 
 /// Commits one chunk of an import: its items, its rejections, and the job's cursor and lease,
 /// in one transaction — so a retried job resumes after the last committed chunk. The cursor
-/// update comes first and names the worker: if the lease was lost, nothing is written.
+/// update comes first and names the worker: if the lease was lost, nothing is written (and on
+/// PostgreSQL the row lock it takes keeps a concurrent claim away until the commit).
+/// `(job_id, job_index)` is unique and inserts skip conflicts: a row is never created twice.
 /// Returns false when the worker no longer holds the job.
 pub async fn commit_chunk(
     db: &Db,
@@ -211,67 +228,105 @@ pub async fn commit_chunk(
     rejections: &[Rejection],
     done: i64,
 ) -> StoreResult<bool> {
-    let cursor = "update jobs set done = $1, locked_until_ms = $2 where id = $3 and locked_by = $4 and status = 'running'";
     let now = Utc::now();
-    with_writer!(db, |pool| {
-        let mut tx = pool.begin().await?;
-        let held = sqlx::query(cursor)
-            .bind(done)
-            .bind(now_millis() + lease_ms)
-            .bind(job.id)
-            .bind(worker)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if held != 1 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        let positional = !db.is_postgres();
-        for batch in rows.chunks(ROWS_PER_STATEMENT) {
-            let sql = insert_items_sql(batch.len(), positional);
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            if !positional {
-                query = query.bind(job.owner_id).bind(now).bind(job.id);
+    let lease_until = now_millis() + lease_ms;
+    match db {
+        Db::Sqlite(sqlite) => {
+            let mut tx = sqlite.writer.begin().await?;
+            let held = sqlx::query(CURSOR)
+                .bind(done)
+                .bind(lease_until)
+                .bind(job.id)
+                .bind(worker)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if held != 1 {
+                tx.rollback().await?;
+                return Ok(false);
             }
-            for row in batch {
-                if positional {
-                    query = query.bind(job.owner_id).bind(now).bind(now).bind(job.id);
+            for batch in rows.chunks(ROWS_PER_STATEMENT) {
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sqlite_insert_items(batch.len())));
+                for row in batch {
+                    query = query
+                        .bind(job.owner_id)
+                        .bind(now)
+                        .bind(now)
+                        .bind(job.id)
+                        .bind(row.draft.name())
+                        .bind(row.draft.description())
+                        .bind(row.draft.price())
+                        .bind(row.draft.quantity())
+                        .bind(row.index);
                 }
-                query = query
-                    .bind(row.draft.name())
-                    .bind(row.draft.description())
-                    .bind(row.draft.price())
-                    .bind(row.draft.quantity())
-                    .bind(row.index);
+                query.execute(&mut *tx).await?;
             }
-            query.execute(&mut *tx).await?;
-        }
-        for batch in rejections.chunks(ROWS_PER_STATEMENT) {
-            let sql = insert_rejections_sql(batch.len(), positional);
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            if !positional {
-                query = query.bind(job.id);
-            }
-            for rejection in batch {
-                if positional {
-                    query = query.bind(job.id);
+            for batch in rejections.chunks(ROWS_PER_STATEMENT) {
+                let mut query =
+                    sqlx::query(sqlx::AssertSqlSafe(sqlite_insert_rejections(batch.len())));
+                for rejection in batch {
+                    query = query
+                        .bind(job.id)
+                        .bind(rejection.index)
+                        .bind(&rejection.errors);
                 }
-                query = query.bind(rejection.index).bind(&rejection.errors);
+                query.execute(&mut *tx).await?;
             }
-            query.execute(&mut *tx).await?;
+            tx.commit().await?;
         }
-        tx.commit().await?;
-    });
+        Db::Postgres(pool) => {
+            let mut tx = pool.begin().await?;
+            let held = sqlx::query(CURSOR)
+                .bind(done)
+                .bind(lease_until)
+                .bind(job.id)
+                .bind(worker)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if held != 1 {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            if !rows.is_empty() {
+                let names: Vec<&str> = rows.iter().map(|row| row.draft.name()).collect();
+                let descriptions: Vec<Option<&str>> =
+                    rows.iter().map(|row| row.draft.description()).collect();
+                let prices: Vec<f64> = rows.iter().map(|row| row.draft.price()).collect();
+                let quantities: Vec<i64> = rows.iter().map(|row| row.draft.quantity()).collect();
+                let indexes: Vec<i64> = rows.iter().map(|row| row.index).collect();
+                sqlx::query(PG_INSERT_ITEMS)
+                    .bind(job.owner_id)
+                    .bind(now)
+                    .bind(job.id)
+                    .bind(names)
+                    .bind(descriptions)
+                    .bind(prices)
+                    .bind(quantities)
+                    .bind(indexes)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            if !rejections.is_empty() {
+                let indexes: Vec<i64> = rejections.iter().map(|r| r.index).collect();
+                let errors: Vec<&str> = rejections.iter().map(|r| r.errors.as_str()).collect();
+                sqlx::query(PG_INSERT_REJECTIONS)
+                    .bind(job.id)
+                    .bind(indexes)
+                    .bind(errors)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        }
+    }
     Ok(true)
 }
 
-/// A multi-row insert. On PostgreSQL `$1` owner, `$2` timestamp and `$3` job id are shared
-/// by every row; on SQLite every row binds its own `?`s, because looking up a numbered
-/// parameter by name is linear there, which makes binding thousands of them quadratic.
-/// `on conflict do nothing` on `(job_id, job_index)`: a row is never created twice.
-fn insert_items_sql(rows: usize, positional: bool) -> String {
-    let mut sql = String::with_capacity(160 + rows * 40);
+/// A multi-row SQLite insert with positional `?`s: looking a numbered parameter up by name is
+/// linear in SQLite, which would make binding thousands of `$n` quadratic.
+fn sqlite_insert_items(rows: usize) -> String {
+    let mut sql = String::with_capacity(160 + rows * 32);
     sql.push_str(
         "insert into items (owner_id, created_at, updated_at, job_id, version, name, description, price, quantity, job_index) values ",
     );
@@ -279,36 +334,19 @@ fn insert_items_sql(rows: usize, positional: bool) -> String {
         if row > 0 {
             sql.push(',');
         }
-        if positional {
-            sql.push_str("(?, ?, ?, ?, 1, ?, ?, ?, ?, ?)");
-            continue;
-        }
-        let p = 4 + row * 5;
-        sql.push_str(&format!(
-            "($1, $2, $2, $3, 1, ${}, ${}, ${}, ${}, ${})",
-            p,
-            p + 1,
-            p + 2,
-            p + 3,
-            p + 4
-        ));
+        sql.push_str("(?, ?, ?, ?, 1, ?, ?, ?, ?, ?)");
     }
     sql.push_str(" on conflict (job_id, job_index) do nothing");
     sql
 }
 
-fn insert_rejections_sql(rows: usize, positional: bool) -> String {
+fn sqlite_insert_rejections(rows: usize) -> String {
     let mut sql = String::from("insert into job_rejections (job_id, idx, errors) values ");
     for row in 0..rows {
         if row > 0 {
             sql.push(',');
         }
-        if positional {
-            sql.push_str("(?, ?, ?)");
-        } else {
-            let p = 2 + row * 2;
-            sql.push_str(&format!("($1, ${}, ${})", p, p + 1));
-        }
+        sql.push_str("(?, ?, ?)");
     }
     sql.push_str(" on conflict (job_id, idx) do nothing");
     sql
@@ -424,28 +462,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn multi_row_inserts_share_parameters_on_postgres_only() {
-        let columns = "insert into items (owner_id, created_at, updated_at, job_id, version, name, description, price, quantity, job_index) values ";
+    fn sqlite_inserts_bind_positionally() {
         assert_eq!(
-            insert_items_sql(2, false),
-            format!(
-                "{columns}($1, $2, $2, $3, 1, $4, $5, $6, $7, $8),($1, $2, $2, $3, 1, $9, $10, $11, $12, $13) \
-                 on conflict (job_id, job_index) do nothing"
-            )
+            sqlite_insert_items(2),
+            "insert into items (owner_id, created_at, updated_at, job_id, version, name, description, price, quantity, job_index) values \
+             (?, ?, ?, ?, 1, ?, ?, ?, ?, ?),(?, ?, ?, ?, 1, ?, ?, ?, ?, ?) on conflict (job_id, job_index) do nothing"
         );
         assert_eq!(
-            insert_items_sql(2, true),
-            format!(
-                "{columns}(?, ?, ?, ?, 1, ?, ?, ?, ?, ?),(?, ?, ?, ?, 1, ?, ?, ?, ?, ?) \
-                 on conflict (job_id, job_index) do nothing"
-            )
-        );
-        assert_eq!(
-            insert_rejections_sql(2, false),
-            "insert into job_rejections (job_id, idx, errors) values ($1, $2, $3),($1, $4, $5) on conflict (job_id, idx) do nothing"
-        );
-        assert_eq!(
-            insert_rejections_sql(2, true),
+            sqlite_insert_rejections(2),
             "insert into job_rejections (job_id, idx, errors) values (?, ?, ?),(?, ?, ?) on conflict (job_id, idx) do nothing"
         );
     }
