@@ -448,15 +448,7 @@ async fn concurrent_workers_never_run_a_job_twice(backend: Backend) {
     })
     .await;
     // A second server on the same database: two processes sharing one queue.
-    let mut settings = Settings::for_database(app.database_url.clone());
-    keep_tokens(&mut settings);
-    settings.workers = 3;
-    let second = larder::app::Application::build(settings).await.unwrap();
-    let (stop_second, stopped) = tokio::sync::oneshot::channel::<()>();
-    let second = tokio::spawn(second.run_until(async move {
-        let _ = stopped.await;
-    }));
-
+    let second = SecondServer::start(&app.database_url, 3).await;
     let user = app.user().await;
     let mut ids = Vec::new();
     for n in 0..16 {
@@ -469,8 +461,72 @@ async fn concurrent_workers_never_run_a_job_twice(backend: Backend) {
         assert_eq!(done["result"]["created"].as_array().unwrap().len(), 1100);
         assert_eq!(item_rows(&app.database_url, *id).await, (1100, 1100));
     }
-    let _ = stop_second.send(());
-    second.await.unwrap().unwrap();
+    second.stop().await;
+}
+
+/// Another larder on the same database, in this process.
+struct SecondServer {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl SecondServer {
+    async fn start(database_url: &DatabaseUrl, workers: usize) -> SecondServer {
+        let mut settings = Settings::for_database(database_url.clone());
+        keep_tokens(&mut settings);
+        settings.workers = workers;
+        let server = larder::app::Application::build(settings).await.unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.run_until(async move {
+            let _ = stopped.await;
+        }));
+        SecondServer { stop, task }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// How long the job waited in the queue.
+fn queued_for(job: &Value) -> Duration {
+    let at =
+        |field: &str| chrono::DateTime::parse_from_rfc3339(job[field].as_str().unwrap()).unwrap();
+    (at("started_at") - at("created_at"))
+        .to_std()
+        .unwrap_or_default()
+}
+
+async fn a_new_job_wakes_idle_workers_at_once(backend: Backend) {
+    // On PostgreSQL the only worker lives in another server, so only `NOTIFY` can wake it
+    // before its next poll (1 s); on SQLite the worker is in the server that took the job.
+    let local_workers = if backend == Backend::Postgres { 0 } else { 1 };
+    let app = TestApp::spawn_with(backend, |settings| {
+        keep_tokens(settings);
+        settings.workers = local_workers;
+    })
+    .await;
+    let second = match backend {
+        Backend::Postgres => Some(SecondServer::start(&app.database_url, 1).await),
+        Backend::Sqlite => None,
+    };
+    let user = app.user().await;
+    for n in 0..3 {
+        // Idle workers are between polls; a job stored now must not wait for the next one.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let id = submit(&app, &user, &rows(&format!("wake{n}"), 1)).await;
+        let done = wait_for(&app, &user, id, Duration::from_secs(10), finished).await;
+        assert_eq!(done["status"], "succeeded");
+        assert!(
+            queued_for(&done) < Duration::from_millis(250),
+            "waited {:?}: {done}",
+            queued_for(&done)
+        );
+    }
+    if let Some(second) = second {
+        second.stop().await;
+    }
 }
 
 async fn shutdown_hands_a_running_job_back(backend: Backend) {
@@ -561,6 +617,7 @@ async fn metrics_and_openapi_describe_the_queue(backend: Backend) {
 }
 
 both_backends!(
+    a_new_job_wakes_idle_workers_at_once,
     metrics_and_openapi_describe_the_queue,
     import_succeeds_and_reports_each_row,
     process_and_job_errors_speak_problem_json,
