@@ -156,8 +156,8 @@ async fn run_attempt(
     let seconds = started.elapsed().as_secs_f64();
     let label = match &outcome {
         Ok(Ok(Outcome::Succeeded)) => "succeeded",
-        Ok(Ok(Outcome::Interrupted)) => "interrupted",
-        Ok(Ok(Outcome::LeaseLost)) => "lease_lost",
+        Ok(Ok(Outcome::Interrupted)) if stop.is_cancelled() => "interrupted",
+        Ok(Ok(Outcome::Interrupted | Outcome::LeaseLost)) => "lease_lost",
         _ => "error",
     };
     metrics::histogram!("job_duration_seconds", "kind" => job.kind.clone(), "outcome" => label)
@@ -166,11 +166,12 @@ async fn run_attempt(
         Ok(Ok(Outcome::Succeeded)) => {
             tracing::info!(job_id = %job.id, seconds, rows = job.total, "job succeeded");
         }
-        Ok(Ok(Outcome::Interrupted)) => {
+        Ok(Ok(Outcome::Interrupted)) if stop.is_cancelled() => {
             tracing::info!(job_id = %job.id, "job handed back to the queue");
             record(job, worker, store::jobs::release(db, job.id, worker).await);
         }
-        Ok(Ok(Outcome::LeaseLost)) => {
+        // Interrupted but not shutting down: the heartbeat found the lease gone.
+        Ok(Ok(Outcome::Interrupted | Outcome::LeaseLost)) => {
             tracing::warn!(job_id = %job.id, worker = %worker, "lease lost: another worker has the job");
         }
         Ok(Err(error)) => attempt_failed(db, job, worker, &error.message, error.permanent).await,

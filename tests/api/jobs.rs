@@ -165,6 +165,13 @@ async fn import_succeeds_and_reports_each_row(backend: Backend) {
         .unwrap();
     assert_eq!(second["name"], "jam-2");
     assert_eq!(item_rows(&app.database_url, id).await, (2499, 2499));
+
+    // Nothing to import is a job that succeeds at once with nothing created.
+    let empty = submit(&app, &user, &[]).await;
+    let done = wait_for(&app, &user, empty, Duration::from_secs(10), finished).await;
+    assert_eq!(done["status"], "succeeded");
+    assert_eq!(done["progress"], json!({"done": 0, "total": 0}));
+    assert_eq!(done["result"], json!({"created": [], "rejected": []}));
 }
 
 async fn process_and_job_errors_speak_problem_json(backend: Backend) {
