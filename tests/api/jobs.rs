@@ -688,6 +688,31 @@ async fn start_server(database_url: &str, port: u16, client: &reqwest::Client) -
     }
 }
 
+/// Registers a user on a running binary and returns their token.
+async fn register(client: &reqwest::Client, base: &str) -> String {
+    let email = format!("crash-{}@example.com", Uuid::new_v4().simple());
+    let created = client
+        .post(format!("{base}/users"))
+        .json(&json!({"email": email, "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let token: Value = client
+        .post(format!("{base}/auth/token"))
+        .form(&[
+            ("username", email.as_str()),
+            ("password", "correct horse battery"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    token["access_token"].as_str().unwrap().to_string()
+}
+
 async fn killed_server_loses_no_job(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let database_url = match backend {
@@ -701,27 +726,7 @@ async fn killed_server_loses_no_job(backend: Backend) {
     let port = free_port();
     let mut server = start_server(database_url.as_str(), port, &client).await;
 
-    let email = format!("crash-{}@example.com", Uuid::new_v4().simple());
-    let created = client
-        .post(format!("{}/users", server.base))
-        .json(&json!({"email": email, "password": "correct horse battery"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), StatusCode::CREATED);
-    let token: Value = client
-        .post(format!("{}/auth/token", server.base))
-        .form(&[
-            ("username", email.as_str()),
-            ("password", "correct horse battery"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["access_token"].as_str().unwrap().to_string();
+    let token = register(&client, &server.base).await;
 
     const JOBS: usize = 6;
     const ROWS: usize = 15_000;
@@ -795,4 +800,88 @@ async fn status_after_kill(database_url: &DatabaseUrl, ids: &[Uuid]) -> i64 {
         total += item_rows(database_url, *id).await.0;
     }
     total
+}
+
+/// Two binaries on one PostgreSQL queue: 200 small jobs submitted across both are each done
+/// exactly once, and when one process is killed mid-import the other finishes its jobs after
+/// their leases run out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_processes_share_one_queue_and_survive_a_kill() {
+    if crate::helpers::postgres_url().is_none() {
+        return;
+    }
+    let database_url = fresh_postgres_database().await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut first = start_server(&database_url, free_port(), &client).await;
+    let second = start_server(&database_url, free_port(), &client).await;
+    let token = register(&client, &first.base).await;
+    let submit_to = |base: &str, items: Vec<Value>| {
+        let request = client
+            .post(format!("{base}/process"))
+            .bearer_auth(&token)
+            .json(&json!({"kind": "import_items", "items": items}));
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::ACCEPTED);
+            let body: Value = response.json().await.unwrap();
+            body["job_id"].as_str().unwrap().parse::<Uuid>().unwrap()
+        }
+    };
+    let status = |base: &str, id: Uuid| {
+        let request = client.get(format!("{base}/jobs/{id}")).bearer_auth(&token);
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+
+    let mut small = Vec::new();
+    for n in 0..200 {
+        let base = if n % 2 == 0 {
+            &first.base
+        } else {
+            &second.base
+        };
+        small.push(submit_to(base, rows(&format!("small{n}"), 5)).await);
+    }
+    let mut large = Vec::new();
+    for n in 0..4 {
+        large.push(submit_to(&first.base, rows(&format!("large{n}"), 15_000)).await);
+    }
+    // Kill the first process once an import is under way.
+    let started = Instant::now();
+    loop {
+        let progressed =
+            status(&second.base, large[0]).await["progress"]["done"].as_i64() > Some(0);
+        if progressed {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the large imports never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+
+    let url = DatabaseUrl::Postgres(database_url.clone());
+    for (id, rows) in small
+        .iter()
+        .map(|id| (*id, 5))
+        .chain(large.iter().map(|id| (*id, 15_000)))
+    {
+        let started = Instant::now();
+        loop {
+            let body = status(&second.base, id).await;
+            if body["status"] == "succeeded" {
+                assert_eq!(body["result"]["created"].as_array().unwrap().len(), rows);
+                break;
+            }
+            assert_ne!(body["status"], "failed", "{body}");
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "job {id} did not finish: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(item_rows(&url, id).await, (rows as i64, rows as i64));
+    }
 }
