@@ -241,7 +241,8 @@ impl Application {
             jobs: crate::jobs::Queue::default(),
         });
         let stop = CancellationToken::new();
-        let background = vec![tokio::spawn(housekeeping(state.clone(), stop.clone()))];
+        let mut background = vec![tokio::spawn(housekeeping(state.clone(), stop.clone()))];
+        background.extend(start_jobs(&state, &stop));
         let router = crate::http::router(state.clone());
         Ok(Application {
             listener,
@@ -297,6 +298,31 @@ impl Application {
         tracing::info!("larder stopped");
         Ok(())
     }
+}
+
+/// The job workers, and on PostgreSQL the listener that wakes them for jobs stored by any process.
+fn start_jobs(state: &AppState, stop: &CancellationToken) -> Vec<JoinHandle<()>> {
+    use crate::jobs::worker;
+    // The recorder must exist before the first job ends, not only from the first scrape on,
+    // or job durations recorded before it are lost.
+    let _ = crate::telemetry::metrics();
+    let config = worker::WorkerConfig {
+        db: state.db.clone(),
+        wake: state.jobs.wake.clone(),
+        lease: Duration::from_secs(state.settings.job_lease),
+        test_hooks: state.settings.test_hooks,
+    };
+    let mut tasks = worker::spawn_workers(config, state.settings.workers, stop.clone());
+    if let Db::Postgres(pool) = &state.db
+        && state.settings.workers > 0
+    {
+        tasks.push(worker::spawn_listener(
+            pool.clone(),
+            state.jobs.wake.clone(),
+            stop.clone(),
+        ));
+    }
+    tasks
 }
 
 /// Periodic chores: expire idempotency keys, forget idle rate-limit and login-failure state.

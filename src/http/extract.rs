@@ -42,6 +42,12 @@ fn body_kind(headers: &HeaderMap) -> Option<BodyKind> {
     }
 }
 
+/// Whether a body is sent as JSON (no `Content-Type` counts as JSON), for handlers that
+/// read their body themselves.
+pub fn is_json_body(headers: &HeaderMap) -> bool {
+    body_kind(headers) == Some(BodyKind::Json)
+}
+
 /// Reads the whole body within the route's limit: 413 past it, without buffering the rest.
 async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, ApiError> {
     Bytes::from_request(request, state)
@@ -55,7 +61,7 @@ async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes,
         })
 }
 
-fn missing_body() -> ApiError {
+pub fn missing_body() -> ApiError {
     ApiError::field(FieldError::new(
         vec!["body".into()],
         "missing",

@@ -96,27 +96,35 @@ pub enum Begin {
 }
 
 pub async fn begin(db: &Db, key: Option<&KeyRef<'_>>, body: &Value) -> ApiResult<Begin> {
-    let Some(key) = key else {
-        return Ok(Begin::Proceed);
-    };
-    Ok(
-        match idempotency::claim(db, key, &fingerprint(body)).await? {
-            Claim::Fresh => Begin::Proceed,
-            Claim::Replay(stored) => Begin::Answer(replay(&stored)),
-            Claim::Mismatch => {
-                return Err(header_error(
-                    HEADER,
-                    "idempotency_key_reused",
-                    "This Idempotency-Key was already used with a different request body",
-                ));
-            }
-            Claim::InFlight => {
-                return Err(ApiError::conflict(
-                    "A request with this Idempotency-Key is still being processed",
-                ));
-            }
-        },
-    )
+    match key {
+        None => Ok(Begin::Proceed),
+        Some(key) => begin_with_fingerprint(db, key, &fingerprint(body)).await,
+    }
+}
+
+/// [`begin`] for a request whose fingerprint the handler made itself (a body too large to
+/// hold as a `Value`).
+pub async fn begin_with_fingerprint(
+    db: &Db,
+    key: &KeyRef<'_>,
+    fingerprint: &[u8],
+) -> ApiResult<Begin> {
+    Ok(match idempotency::claim(db, key, fingerprint).await? {
+        Claim::Fresh => Begin::Proceed,
+        Claim::Replay(stored) => Begin::Answer(replay(&stored)),
+        Claim::Mismatch => {
+            return Err(header_error(
+                HEADER,
+                "idempotency_key_reused",
+                "This Idempotency-Key was already used with a different request body",
+            ));
+        }
+        Claim::InFlight => {
+            return Err(ApiError::conflict(
+                "A request with this Idempotency-Key is still being processed",
+            ));
+        }
+    })
 }
 
 /// Gives the key back after the work failed, so the client may retry with it.

@@ -1,9 +1,431 @@
 //! Background processing: `POST /process` and `GET /jobs/{job_id}`.
+//!
+//! `POST /process` answers 202 only once the job row is committed. Its body may be large
+//! (`LARDER_IMPORT_MAX_BODY`, 64 MiB by default, instead of `LARDER_MAX_BODY`), so it is never
+//! turned into a `serde_json::Value`: the top level is split into raw members, and the raw
+//! `items` array text is stored as the job's payload for the worker to parse chunk by chunk.
 
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::Response;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
 
+use super::error::{ApiError, ApiResult, FieldError, ProblemBody, ValidationProblemBody};
+use super::extract::{UuidPath, is_json_body, missing_body};
+use super::idempotency::{self as idem, Begin, MaybeIdempotencyKey};
+use super::items::ItemInput;
+use crate::auth::AuthUser;
+use crate::domain::fields::not_an_object;
+use crate::jobs::{IMPORT_ITEMS, MAX_ATTEMPTS, TEST_PANIC};
 use crate::state::AppState;
+use crate::store::idempotency::KeyRef;
+use crate::store::jobs::{self, Job, NewJob};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(create_job))
+        .routes(routes!(get_job))
+}
+
+/// What `POST /process` accepts.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct ProcessInput {
+    /// The job kind.
+    #[schema(example = "import_items")]
+    kind: JobKind,
+    /// The items to create; each row is validated on its own.
+    items: Vec<ItemInput>,
+}
+
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum JobKind {
+    ImportItems,
+}
+
+/// The answer to `POST /process`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobAccepted {
+    #[schema(example = "processing")]
+    pub status: &'static str,
+    pub job_id: Uuid,
+    #[schema(example = "/jobs/0193a0c4-8f7e-4b8e-9c51-3f1f4c1c2a11")]
+    pub status_url: String,
+}
+
+/// Committed rows out of all rows.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Progress {
+    pub done: i64,
+    pub total: i64,
+}
+
+/// A job as `GET /jobs/{job_id}` shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobView {
+    pub id: Uuid,
+    #[schema(example = "import_items")]
+    pub kind: String,
+    /// `queued`, `running`, `succeeded` or `failed`.
+    #[schema(example = "running")]
+    pub status: String,
+    pub progress: Progress,
+    /// Attempts started so far (an attempt handed back at shutdown does not count).
+    pub attempts: i32,
+    /// For `import_items`: `{"created": [ids in row order], "rejected": [{"index", "errors"}]}`.
+    #[schema(value_type = Option<Object>, example = json!({"created": [1, 3], "rejected": [{"index": 1, "errors": [{"loc": ["price"], "msg": "Field required", "type": "missing"}]}]}))]
+    pub result: Option<Box<RawValue>>,
+    /// The last attempt's error.
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl JobView {
+    fn from_job(job: Job) -> Self {
+        JobView {
+            id: job.id,
+            kind: job.kind,
+            status: job.status,
+            progress: Progress {
+                done: job.done,
+                total: job.total,
+            },
+            attempts: job.attempts,
+            result: job.result.and_then(|text| RawValue::from_string(text).ok()),
+            error: job.error,
+            created_at: job.created_at,
+            started_at: job.started_at,
+            finished_at: job.finished_at,
+        }
+    }
+}
+
+/// Reads the body within the import limit: 413 past it, without buffering the rest.
+async fn read_import_body(request: Request, limit: u64) -> ApiResult<Bytes> {
+    if !is_json_body(request.headers()) {
+        return Err(ApiError::unsupported_media_type("application/json"));
+    }
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(ApiError::payload_too_large());
+    }
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    axum::body::to_bytes(request.into_body(), limit)
+        .await
+        .map_err(|error| {
+            let inner = error.into_inner();
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(inner.as_ref());
+            while let Some(error) = source {
+                if error.is::<http_body_util::LengthLimitError>() {
+                    return ApiError::payload_too_large();
+                }
+                source = error.source();
+            }
+            ApiError::new(StatusCode::BAD_REQUEST, "Could not read the request body")
+        })
+}
+
+/// A checked `POST /process` body, borrowing from the request bytes.
+struct ProcessRequest<'a> {
+    kind: &'static str,
+    /// The raw `items` array text (`[]` for kinds without items).
+    items: &'a str,
+    total: i64,
+    fingerprint: Vec<u8>,
+}
+
+fn body_error(field: &str, kind: &str, msg: impl Into<String>) -> FieldError {
+    FieldError::new(vec!["body".into(), field.into()], kind, msg)
+}
+
+/// Syntax errors are 400; a body that is JSON of the wrong shape is 422, every field at once.
+// `ApiError` is large for every handler alike; boxing it is a crate-wide decision.
+#[allow(clippy::result_large_err)]
+fn parse_process(bytes: &[u8], test_hooks: bool) -> ApiResult<ProcessRequest<'_>> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(missing_body());
+    }
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| ApiError::malformed_json("Malformed JSON: the body is not UTF-8"))?;
+    let raw: &RawValue = serde_json::from_str(text)
+        .map_err(|error| ApiError::malformed_json(format!("Malformed JSON: {error}")))?;
+    if !raw.get().starts_with('{') {
+        return Err(ApiError::validation(vec![not_an_object().under("body")]));
+    }
+    let members: BTreeMap<String, &RawValue> = serde_json::from_str(raw.get())
+        .map_err(|error| ApiError::malformed_json(format!("Malformed JSON: {error}")))?;
+    let mut errors = Vec::new();
+    let kind = match members
+        .get("kind")
+        .map(|raw| serde_json::from_str::<Value>(raw.get()))
+    {
+        None => {
+            errors.push(body_error("kind", "missing", "Field required"));
+            None
+        }
+        Some(Ok(Value::String(kind))) => match kind.as_str() {
+            IMPORT_ITEMS => Some(IMPORT_ITEMS),
+            TEST_PANIC if test_hooks => Some(TEST_PANIC),
+            _ => {
+                errors.push(body_error(
+                    "kind",
+                    "literal_error",
+                    "Input should be 'import_items'",
+                ));
+                None
+            }
+        },
+        Some(_) => {
+            errors.push(body_error(
+                "kind",
+                "string_type",
+                "Input should be a valid string",
+            ));
+            None
+        }
+    };
+    let items = match members.get("items") {
+        Some(items) if items.get().starts_with('[') => {
+            let rows: Vec<&RawValue> = serde_json::from_str(items.get())
+                .map_err(|error| ApiError::malformed_json(format!("Malformed JSON: {error}")))?;
+            Some((items.get(), rows.len() as i64))
+        }
+        Some(_) => {
+            errors.push(body_error(
+                "items",
+                "list_type",
+                "Input should be a valid list",
+            ));
+            None
+        }
+        None if kind == Some(IMPORT_ITEMS) => {
+            errors.push(body_error("items", "missing", "Field required"));
+            None
+        }
+        None => Some(("[]", 0)),
+    };
+    match (kind, items) {
+        (Some(kind), Some((items, total))) if errors.is_empty() => Ok(ProcessRequest {
+            kind,
+            items,
+            total,
+            fingerprint: fingerprint(&members),
+        }),
+        _ => Err(ApiError::validation(errors)),
+    }
+}
+
+/// The request's fingerprint for `Idempotency-Key`: SHA-256 over the top-level members in
+/// key order, each value without the whitespace between its tokens. Cheap for a 64 MiB body,
+/// and blind to formatting and to the order of the top-level members.
+fn fingerprint(members: &BTreeMap<String, &RawValue>) -> Vec<u8> {
+    let mut hasher = Sha256::new();
+    for (name, value) in members {
+        hasher.update(name.as_bytes());
+        hasher.update([0]);
+        hash_without_whitespace(&mut hasher, value.get().as_bytes());
+        hasher.update([0]);
+    }
+    hasher.finalize().to_vec()
+}
+
+/// Feeds `json` to the hasher minus insignificant whitespace (outside strings), in runs.
+fn hash_without_whitespace(hasher: &mut Sha256, json: &[u8]) {
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut run_start = 0;
+    for (at, &byte) in json.iter().enumerate() {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+        } else if byte == b'"' {
+            in_string = true;
+        } else if matches!(byte, b' ' | b'\t' | b'\n' | b'\r') {
+            hasher.update(&json[run_start..at]);
+            run_start = at + 1;
+        }
+    }
+    hasher.update(&json[run_start..]);
+}
+
+/// Start a background job. `import_items` creates the given items for the caller; the answer
+/// comes as soon as the job is stored durably. With `Idempotency-Key`, a repeat replays it.
+#[utoipa::path(post, path = "/process", tag = "jobs",
+    security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "A structured-field string or token; repeats replay the first answer for 24 hours")),
+    request_body(content = ProcessInput, content_type = "application/json",
+        description = "Up to LARDER_IMPORT_MAX_BODY bytes (64 MiB by default)"),
+    responses(
+        (status = 202, description = "The job is stored and will run", body = JobAccepted,
+            headers(("Location" = String, description = "/jobs/{job_id}")),
+            links(("GetJobById" = (operation_id = "get_job", parameters(("job_id" = "$response.body#/job_id")))))),
+        (status = 400, description = "The body is not JSON", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "Bearer"))),
+        (status = 409, description = "The first request with this key is still running", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than LARDER_IMPORT_MAX_BODY", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not JSON", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown kind, a body that is not an object, items that are not a list, or the key was used with another body",
+            body = ValidationProblemBody, content_type = "application/problem+json"),
+    ))]
+pub async fn create_job(
+    State(state): State<AppState>,
+    user: AuthUser,
+    MaybeIdempotencyKey(key): MaybeIdempotencyKey,
+    request: Request,
+) -> ApiResult<Response> {
+    let bytes = read_import_body(request, state.settings.import_max_body).await?;
+    let process = parse_process(&bytes, state.settings.test_hooks)?;
+    let key = key.as_ref().map(|key| KeyRef {
+        user_id: user.id(),
+        scope: "POST /process",
+        key: key.as_str(),
+    });
+    if let Some(key) = &key
+        && let Begin::Answer(response) =
+            idem::begin_with_fingerprint(&state.db, key, &process.fingerprint).await?
+    {
+        return Ok(response);
+    }
+    let id = Uuid::new_v4();
+    let status_url = format!("/jobs/{id}");
+    let accepted = JobAccepted {
+        status: "processing",
+        job_id: id,
+        status_url: status_url.clone(),
+    };
+    let response = idem::stored_json(
+        StatusCode::ACCEPTED,
+        &[(header::LOCATION, status_url)],
+        &accepted,
+    );
+    let job = NewJob {
+        id,
+        kind: process.kind,
+        owner_id: user.id(),
+        payload: process.items,
+        total: process.total,
+        max_attempts: MAX_ATTEMPTS,
+    };
+    match jobs::enqueue(&state.db, &job, key.as_ref().map(|key| (key, &response))).await {
+        Ok(()) => {
+            state.jobs.wake_workers();
+            Ok(idem::replay(&response))
+        }
+        Err(error) => {
+            idem::abandon(&state.db, key.as_ref()).await;
+            Err(error.into())
+        }
+    }
+}
+
+/// A job's status and progress; its owner or an admin only.
+#[utoipa::path(get, path = "/jobs/{job_id}", tag = "jobs",
+    security(("bearer" = [])),
+    params(("job_id" = Uuid, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job", body = JobView),
+        (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "Bearer"))),
+        (status = 403, description = "Another user's job", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "Job not found", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "The id is not a UUID", body = ValidationProblemBody, content_type = "application/problem+json"),
+    ))]
+pub async fn get_job(
+    State(state): State<AppState>,
+    user: AuthUser,
+    UuidPath(job_id): UuidPath,
+) -> ApiResult<Json<JobView>> {
+    let job = jobs::find(&state.db, job_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Job not found"))?;
+    if !user.may_change(job.owner_id) {
+        return Err(ApiError::forbidden("Not enough permissions"));
+    }
+    Ok(Json(JobView::from_job(job)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status_of(body: &str) -> StatusCode {
+        match parse_process(body.as_bytes(), false) {
+            Ok(_) => StatusCode::ACCEPTED,
+            Err(error) => error.status(),
+        }
+    }
+
+    #[test]
+    fn bodies_are_checked_without_building_values() {
+        assert_eq!(
+            status_of(r#"{"kind":"import_items","items":[{"name":"a","price":1}]}"#),
+            StatusCode::ACCEPTED
+        );
+        assert_eq!(status_of("{"), StatusCode::BAD_REQUEST);
+        assert_eq!(status_of("[1]"), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            status_of(r#"{"kind":"nope","items":[]}"#),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(
+            status_of(r#"{"kind":"test_panic"}"#),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(
+            status_of(r#"{"kind":"import_items","items":{}}"#),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(
+            status_of(r#"{"kind":"import_items"}"#),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        let parsed = parse_process(br#"{"kind":"import_items","items":[1, 2 ,3]}"#, false).unwrap();
+        assert_eq!((parsed.total, parsed.items), (3, "[1, 2 ,3]"));
+    }
+
+    #[test]
+    fn fingerprints_ignore_formatting_and_member_order() {
+        let a = parse_process(
+            br#"{"kind":"import_items","items":[{"name":"a b","price":1}]}"#,
+            false,
+        )
+        .unwrap();
+        let b = parse_process(
+            b"{ \"items\" : [ {\"name\": \"a b\", \"price\": 1} ],\n \"kind\": \"import_items\" }",
+            false,
+        )
+        .unwrap();
+        let c = parse_process(
+            br#"{"kind":"import_items","items":[{"name":"ab","price":1}]}"#,
+            false,
+        )
+        .unwrap();
+        assert_eq!(a.fingerprint, b.fingerprint);
+        assert_ne!(a.fingerprint, c.fingerprint);
+    }
 }

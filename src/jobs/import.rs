@@ -1,0 +1,134 @@
+//! `import_items`: creates the given items for the job's owner, 1,000 rows per transaction.
+//!
+//! Each chunk's items, rejections and the job's `done` cursor commit together, so a retried
+//! job resumes after its last committed chunk; `(job_id, job_index)` is unique, so a row is
+//! never created twice. Rows are parsed one chunk at a time from the stored array text, so
+//! memory stays bounded by the payload text plus one chunk.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use super::worker::{JobContext, JobError, Outcome};
+use crate::domain::fields::not_an_object;
+use crate::domain::item::ItemDraft;
+use crate::http::error::FieldError;
+use crate::store;
+use crate::store::jobs::{Claimed, ImportRow, Rejection};
+
+/// Rows per transaction: large enough for fast inserts, small enough that no transaction
+/// holds SQLite's write lock for more than a few milliseconds.
+pub const CHUNK: usize = 1000;
+
+/// How often a long import logs its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// The `result` of a finished import.
+#[derive(Serialize)]
+struct ImportResult<'a> {
+    created: Vec<i64>,
+    rejected: Vec<RejectedRow<'a>>,
+}
+
+#[derive(Serialize)]
+struct RejectedRow<'a> {
+    index: i64,
+    errors: &'a RawValue,
+}
+
+/// A row as an item draft, or its errors with `loc` relative to the row (`["price"]`).
+fn parse_row(row: &RawValue) -> Result<ItemDraft, Vec<FieldError>> {
+    match serde_json::from_str::<Value>(row.get()) {
+        Ok(value) => ItemDraft::try_from(&value),
+        // The payload was checked to be JSON when the job was accepted.
+        Err(_) => Err(vec![not_an_object()]),
+    }
+}
+
+pub async fn run(job: &Claimed, context: &JobContext) -> Result<Outcome, JobError> {
+    let rows: Vec<&RawValue> = serde_json::from_str(&job.payload)
+        .map_err(|e| JobError::permanent(format!("the stored payload is not a JSON array: {e}")))?;
+    let total = rows.len() as i64;
+    let mut done = job.done.clamp(0, total);
+    if done > 0 {
+        tracing::info!(job_id = %job.id, done, total, attempt = job.attempts, "resuming import");
+    }
+    let started = Instant::now();
+    let mut logged = Instant::now();
+    while done < total {
+        if context.stop.is_cancelled() {
+            return Ok(Outcome::Interrupted);
+        }
+        let end = (done as usize + CHUNK).min(rows.len());
+        let mut valid = Vec::with_capacity(end - done as usize);
+        let mut rejected = Vec::new();
+        for (offset, row) in rows[done as usize..end].iter().enumerate() {
+            let index = done + offset as i64;
+            match parse_row(row) {
+                Ok(draft) => valid.push(ImportRow { index, draft }),
+                Err(errors) => rejected.push(Rejection {
+                    index,
+                    errors: serde_json::to_string(&errors).expect("field errors serialise"),
+                }),
+            }
+        }
+        let held = store::jobs::commit_chunk(
+            &context.db,
+            job,
+            &context.worker,
+            context.lease_ms,
+            &valid,
+            &rejected,
+            end as i64,
+        )
+        .await
+        .map_err(JobError::store)?;
+        if !held {
+            return Ok(Outcome::LeaseLost);
+        }
+        done = end as i64;
+        if logged.elapsed() >= PROGRESS_EVERY {
+            logged = Instant::now();
+            let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
+            tracing::info!(job_id = %job.id, done, total, rows_per_sec = rate as u64, "import progress");
+        }
+        // Let other tasks (and other writers queued on SQLite's one connection) in between chunks.
+        tokio::task::yield_now().await;
+    }
+    finish(job, context).await
+}
+
+/// Builds `result` from what the chunks committed and marks the job succeeded.
+async fn finish(job: &Claimed, context: &JobContext) -> Result<Outcome, JobError> {
+    let created = store::jobs::created_ids(&context.db, job.id)
+        .await
+        .map_err(JobError::store)?;
+    let stored = store::jobs::rejections(&context.db, job.id)
+        .await
+        .map_err(JobError::store)?;
+    let mut rejected = Vec::with_capacity(stored.len());
+    let mut raw = Vec::with_capacity(stored.len());
+    for (index, errors) in stored {
+        let errors = RawValue::from_string(errors)
+            .map_err(|e| JobError::permanent(format!("a stored rejection is not JSON: {e}")))?;
+        raw.push((index, errors));
+    }
+    for (index, errors) in &raw {
+        rejected.push(RejectedRow {
+            index: *index,
+            errors,
+        });
+    }
+    let result =
+        serde_json::to_string(&ImportResult { created, rejected }).expect("a result serialises");
+    if store::jobs::succeed(&context.db, job.id, &context.worker, &result)
+        .await
+        .map_err(JobError::store)?
+    {
+        Ok(Outcome::Succeeded)
+    } else {
+        Ok(Outcome::LeaseLost)
+    }
+}
