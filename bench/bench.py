@@ -503,7 +503,7 @@ def load(args: argparse.Namespace) -> int:
         if not jobs:
             log("job submissions: SKIPPED - POST /process is not in /openapi.json yet (the route is being built)")
         env = {"BENCH_ID_MIN": str(first), "BENCH_ID_MAX": str(last), "BENCH_TOKEN": token,
-               "BENCH_EMAIL": EMAIL, "BENCH_PASSWORD": PASSWORD, "BENCH_CLIENTS": "200",
+               "BENCH_EMAIL": EMAIL, "BENCH_PASSWORD": PASSWORD, "BENCH_CLIENTS": "50",
                "BENCH_JOB_PERMILLE": "5" if jobs else "0", "BENCH_LOGIN_PERMILLE": "2"}
         log(f"mixed load: {args.connections} keep-alive connections for {args.duration} s")
         r = wrk(server.url + "/", args.duration, args.connections, args.threads, "mixed.lua", [], env, workdir,

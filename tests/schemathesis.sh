@@ -4,7 +4,7 @@
 # Zero failures required. Installs the pinned schemathesis into a virtual environment
 # (SCHEMATHESIS_VENV, default .venv/schemathesis, ignored by git).
 #
-#   tests/schemathesis.sh                      the CI run (bounded: SCHEMATHESIS_MAX_EXAMPLES=25)
+#   tests/schemathesis.sh                      the CI run (bounded: SCHEMATHESIS_MAX_EXAMPLES=50)
 #   SCHEMATHESIS_MAX_EXAMPLES=200 tests/schemathesis.sh --seed 42    a longer run; extra flags pass through
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +32,7 @@ status=0
 "$venv/bin/schemathesis" run "$LARDER_URL/openapi.json" \
     --checks all \
     --phases examples,coverage,fuzzing,stateful \
-    --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-25}" \
+    --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-50}" \
     --request-timeout 10 \
     --workers "${SCHEMATHESIS_WORKERS:-2}" \
     --header "Authorization: Bearer $token" \
