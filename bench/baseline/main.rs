@@ -20,7 +20,9 @@ async fn answer() -> Json<Value> {
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let bind = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8001".to_owned());
+    let bind = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:8001".to_owned());
     let listener = tokio::net::TcpListener::bind(&bind).await?;
     eprintln!("baseline listening on {}", listener.local_addr()?);
     axum::serve(listener, Router::new().fallback(answer)).await
