@@ -167,13 +167,18 @@ fn parse_process(bytes: &[u8], test_hooks: bool) -> ApiResult<ProcessRequest<'_>
     }
     let text = std::str::from_utf8(bytes)
         .map_err(|_| ApiError::malformed_json("Malformed JSON: the body is not UTF-8"))?;
-    let raw: &RawValue = serde_json::from_str(text)
-        .map_err(|error| ApiError::malformed_json(format!("Malformed JSON: {error}")))?;
-    if !raw.get().starts_with('{') {
-        return Err(ApiError::validation(vec![not_an_object().under("body")]));
-    }
-    let members: BTreeMap<String, &RawValue> = serde_json::from_str(raw.get())
-        .map_err(|error| ApiError::malformed_json(format!("Malformed JSON: {error}")))?;
+    // One pass splits the top level into raw members; only a body that is not an object
+    // needs a second pass, to tell a syntax error (400) from the wrong shape (422).
+    let members: BTreeMap<String, &RawValue> = match serde_json::from_str(text) {
+        Ok(members) => members,
+        Err(error) if error.classify() == serde_json::error::Category::Data => {
+            return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+                Ok(_) => ApiError::validation(vec![not_an_object().under("body")]),
+                Err(error) => ApiError::malformed_json(format!("Malformed JSON: {error}")),
+            });
+        }
+        Err(error) => return Err(ApiError::malformed_json(format!("Malformed JSON: {error}"))),
+    };
     let mut errors = Vec::new();
     let kind = match members
         .get("kind")
@@ -388,6 +393,16 @@ mod tests {
         );
         assert_eq!(status_of("{"), StatusCode::BAD_REQUEST);
         assert_eq!(status_of("[1]"), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(status_of("\"text\""), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(status_of("[1, oops]"), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            status_of(r#"{"kind": "import_items", "items": []} trailing"#),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status_of(r#"{"kind": "import_items", "items": [1,]}"#),
+            StatusCode::BAD_REQUEST
+        );
         assert_eq!(
             status_of(r#"{"kind":"nope","items":[]}"#),
             StatusCode::UNPROCESSABLE_ENTITY
