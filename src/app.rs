@@ -6,12 +6,10 @@ use std::io::{BufRead, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use axum::serve::ListenerExt;
 use clap::Parser;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -22,7 +20,6 @@ use crate::auth::throttle::LoginThrottle;
 use crate::auth::token::Tokens;
 use crate::config::{AdminCommand, AdminCreate, Cli, Command, DatabaseUrl, Settings};
 use crate::domain::user::{Email, Password};
-use crate::limits::memory::InProcessLimiter;
 use crate::limits::SharedLimiter;
 use crate::state::{AppContext, AppState};
 use crate::store::{self, Db};
@@ -33,7 +30,10 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => return settings_error(error),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("larder: cannot start the async runtime: {error}");
@@ -46,7 +46,8 @@ pub fn main() -> ExitCode {
                 eprintln!("larder: invalid settings: {problem}");
                 return ExitCode::from(2);
             }
-            crate::telemetry::init_logging(&settings.log_level, settings.log_format);
+            let _flush_logs_on_exit =
+                crate::telemetry::init_logging(&settings.log_level, settings.log_format);
             runtime.block_on(serve(*settings))
         }
         Command::Admin {
@@ -65,7 +66,12 @@ pub fn main() -> ExitCode {
 /// Help and version print as usual; a bad setting is one clear line and exit code 2.
 fn settings_error(error: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
-    if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
         let _ = error.print();
         return ExitCode::SUCCESS;
     }
@@ -110,10 +116,15 @@ async fn shutdown_signal() {
 async fn create_admin_from_stdin(args: AdminCreate) -> anyhow::Result<()> {
     let email = Email::parse(&args.email).map_err(|e| anyhow::anyhow!("--email: {e}"))?;
     let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).context("reading the password from stdin")?;
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the password from stdin")?;
     let password = Password::parse(line.trim_end_matches(['\r', '\n']))
         .map_err(|e| anyhow::anyhow!("password: {}", e.msg))?;
-    let db = Db::connect(&args.database).await.context("opening the database")?;
+    let db = Db::connect(&args.database)
+        .await
+        .context("opening the database")?;
     let user = ensure_admin(&db, &email, &password).await?;
     db.close().await;
     let mut out = std::io::stdout().lock();
@@ -121,7 +132,11 @@ async fn create_admin_from_stdin(args: AdminCreate) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn ensure_admin(db: &Db, email: &Email, password: &Password) -> anyhow::Result<store::users::User> {
+async fn ensure_admin(
+    db: &Db,
+    email: &Email,
+    password: &Password,
+) -> anyhow::Result<store::users::User> {
     let hash = password::hash(password).await?;
     Ok(store::users::upsert_admin(db, email, &hash).await?)
 }
@@ -133,7 +148,9 @@ fn jwt_secret(settings: &Settings) -> anyhow::Result<Vec<u8>> {
         return Ok(secret.as_bytes().to_vec());
     }
     let Some(database) = Db::sqlite_path(&settings.database.database_url) else {
-        tracing::warn!("LARDER_JWT_SECRET is not set: tokens will not survive a restart or work across processes");
+        tracing::warn!(
+            "LARDER_JWT_SECRET is not set: tokens will not survive a restart or work across processes"
+        );
         return Ok(random_secret().into_bytes());
     };
     let mut path = database.into_os_string();
@@ -167,10 +184,16 @@ fn read_or_create_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
             let secret = std::fs::read_to_string(path)
                 .with_context(|| format!("reading the token secret {}", path.display()))?;
             let secret = secret.trim();
-            anyhow::ensure!(secret.len() >= 32, "the token secret in {} is too short", path.display());
+            anyhow::ensure!(
+                secret.len() >= 32,
+                "the token secret in {} is too short",
+                path.display()
+            );
             Ok(secret.as_bytes().to_vec())
         }
-        Err(error) => Err(error).with_context(|| format!("creating the token secret {}", path.display())),
+        Err(error) => {
+            Err(error).with_context(|| format!("creating the token secret {}", path.display()))
+        }
     }
 }
 
@@ -186,16 +209,23 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let db = Db::connect(&settings.database)
-            .await
-            .with_context(|| format!("opening the database {}", redact(&settings.database.database_url)))?;
+        // Install the recorder before the first request is counted.
+        crate::telemetry::metrics();
+        let db = Db::connect(&settings.database).await.with_context(|| {
+            format!(
+                "opening the database {}",
+                redact(&settings.database.database_url)
+            )
+        })?;
         if let (Some(email), Some(password)) = (&settings.admin_email, &settings.admin_password) {
-            let email = Email::parse(email).map_err(|e| anyhow::anyhow!("LARDER_ADMIN_EMAIL: {e}"))?;
-            let password = Password::parse(password).map_err(|e| anyhow::anyhow!("LARDER_ADMIN_PASSWORD: {}", e.msg))?;
+            let email =
+                Email::parse(email).map_err(|e| anyhow::anyhow!("LARDER_ADMIN_EMAIL: {e}"))?;
+            let password = Password::parse(password)
+                .map_err(|e| anyhow::anyhow!("LARDER_ADMIN_PASSWORD: {}", e.msg))?;
             ensure_admin(&db, &email, &password).await?;
         }
         let tokens = Tokens::new(&jwt_secret(&settings)?, settings.token_ttl);
-        let limiter: SharedLimiter = Arc::new(InProcessLimiter::new(settings.rate_limit));
+        let limiter: SharedLimiter = crate::limits::from_settings(&settings).await?;
         tokio::task::spawn_blocking(password::warm_up);
 
         let listener = TcpListener::bind(settings.bind)
@@ -237,20 +267,18 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes, then gives in-flight requests the grace period.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let grace = self.state.settings.grace_period();
+        let header_timeout = Duration::from_secs(self.state.settings.header_timeout);
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        let listener = self.listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let server = axum::serve(
-            listener,
-            self.router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stopping_tx.send(());
-        });
+        let server =
+            crate::http::server::serve(self.listener, self.router, header_timeout, async move {
+                shutdown.await;
+                let _ = stopping_tx.send(());
+            });
         let deadline = async move {
             if stopping_rx.await.is_ok() {
                 tokio::time::sleep(grace).await;
@@ -259,7 +287,7 @@ impl Application {
             }
         };
         tokio::select! {
-            result = server => result.context("serving HTTP")?,
+            () = server => {}
             _ = deadline => tracing::warn!(?grace, "grace period over: dropping unfinished requests"),
         }
         self.stop.cancel();
@@ -288,7 +316,11 @@ fn start_jobs(state: &AppState, stop: &CancellationToken) -> Vec<JoinHandle<()>>
     if let Db::Postgres(pool) = &state.db
         && state.settings.workers > 0
     {
-        tasks.push(worker::spawn_listener(pool.clone(), state.jobs.wake.clone(), stop.clone()));
+        tasks.push(worker::spawn_listener(
+            pool.clone(),
+            state.jobs.wake.clone(),
+            stop.clone(),
+        ));
     }
     tasks
 }
@@ -314,7 +346,9 @@ fn redact(url: &DatabaseUrl) -> String {
     match url {
         DatabaseUrl::Sqlite(url) => url.clone(),
         DatabaseUrl::Postgres(url) => match (url.find("://"), url.rfind('@')) {
-            (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+            }
             _ => url.clone(),
         },
     }

@@ -8,7 +8,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "larder", version, about = "An items-and-users JSON API that speaks HTTP precisely")]
+#[command(
+    name = "larder",
+    version,
+    about = "An items-and-users JSON API that speaks HTTP precisely"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -46,7 +50,11 @@ pub struct AdminCreate {
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseSettings {
     /// Database URL: `sqlite://path.db` (created if missing) or `postgres://...`.
-    #[arg(long, env = "LARDER_DATABASE_URL", default_value = "sqlite://larder.db")]
+    #[arg(
+        long,
+        env = "LARDER_DATABASE_URL",
+        default_value = "sqlite://larder.db"
+    )]
     pub database_url: DatabaseUrl,
     /// Connections in the pool (on SQLite: the read pool; writes use one connection).
     #[arg(long, env = "LARDER_POOL_SIZE", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
@@ -90,6 +98,9 @@ pub struct Settings {
     /// Seconds a request may take before it is answered 503.
     #[arg(long, env = "LARDER_REQUEST_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub request_timeout: u64,
+    /// Seconds a client may take to send a request's headers (slow clients are cut off).
+    #[arg(long, env = "LARDER_HEADER_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout: u64,
     /// Deployment environment; `production` requires `LARDER_JWT_SECRET`.
     #[arg(long = "env", env = "LARDER_ENV", value_enum, default_value_t = Environment::Development)]
     pub environment: Environment,
@@ -111,6 +122,9 @@ pub struct Settings {
     /// Redis URL; when set, rate limits are shared by every process.
     #[arg(long, env = "LARDER_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Prefix of larder's Redis keys, so several deployments (or tests) can share one Redis.
+    #[arg(long, env = "LARDER_REDIS_PREFIX", default_value = "larder:")]
+    pub redis_prefix: String,
     /// Background job workers in this process.
     #[arg(long, env = "LARDER_WORKERS", default_value_t = 2)]
     pub workers: usize,
@@ -142,7 +156,9 @@ impl Settings {
         if let Some(url) = &self.redis_url
             && !(url.starts_with("redis://") || url.starts_with("rediss://"))
         {
-            return Err(format!("LARDER_REDIS_URL must start with redis://, got {url:?}"));
+            return Err(format!(
+                "LARDER_REDIS_URL must start with redis://, got {url:?}"
+            ));
         }
         Ok(())
     }
@@ -261,7 +277,9 @@ impl FromStr for RateLimitSpec {
             _ => return Err(malformed()),
         };
         if requests == 0 || window.is_zero() {
-            return Err(format!("requests and window must be positive, got {value:?}"));
+            return Err(format!(
+                "requests and window must be positive, got {value:?}"
+            ));
         }
         Ok(RateLimitSpec { requests, window })
     }
@@ -288,7 +306,9 @@ mod tests {
 
     #[test]
     fn rate_limit_spec_rejects_garbage() {
-        for bad in ["", "100", "100/", "/60s", "0/60s", "10/0s", "10/60x", "-1/60s", "a/b"] {
+        for bad in [
+            "", "100", "100/", "/60s", "0/60s", "10/0s", "10/60x", "-1/60s", "a/b",
+        ] {
             assert!(bad.parse::<RateLimitSpec>().is_err(), "{bad} was accepted");
         }
     }

@@ -59,7 +59,9 @@ impl FromRequestParts<AppState> for MaybeAuthUser {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         if parts.headers.contains_key(AUTHORIZATION) {
-            AuthUser::from_request_parts(parts, state).await.map(|user| MaybeAuthUser(Some(user)))
+            AuthUser::from_request_parts(parts, state)
+                .await
+                .map(|user| MaybeAuthUser(Some(user)))
         } else {
             Ok(MaybeAuthUser(None))
         }

@@ -2,8 +2,10 @@
 
 use std::sync::LazyLock;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
 use argon2::Argon2;
+use argon2::password_hash::{
+    PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng,
+};
 
 use crate::domain::user::Password;
 
@@ -31,7 +33,8 @@ pub async fn verify(password: String, stored: Option<String>) -> anyhow::Result<
     tokio::task::spawn_blocking(move || {
         let known = stored.is_some();
         let stored = stored.unwrap_or_else(|| DUMMY_HASH.clone());
-        let parsed = PasswordHash::new(&stored).map_err(|e| anyhow::anyhow!("bad stored hash: {e}"))?;
+        let parsed =
+            PasswordHash::new(&stored).map_err(|e| anyhow::anyhow!("bad stored hash: {e}"))?;
         let matches = Argon2::default()
             .verify_password(password.as_bytes(), &parsed)
             .is_ok();
@@ -54,8 +57,16 @@ mod tests {
         let password = Password::parse("correct horse").unwrap();
         let stored = hash(&password).await.unwrap();
         assert!(stored.starts_with("$argon2id$"));
-        assert!(verify("correct horse".into(), Some(stored.clone())).await.unwrap());
+        assert!(
+            verify("correct horse".into(), Some(stored.clone()))
+                .await
+                .unwrap()
+        );
         assert!(!verify("wrong horse".into(), Some(stored)).await.unwrap());
-        assert!(!verify("larder-dummy-password-for-timing".into(), None).await.unwrap());
+        assert!(
+            !verify("larder-dummy-password-for-timing".into(), None)
+                .await
+                .unwrap()
+        );
     }
 }

@@ -53,7 +53,10 @@ impl LoginThrottle {
 }
 
 fn prune(times: &mut VecDeque<Instant>, now: Instant) {
-    while times.front().is_some_and(|&t| now.duration_since(t) >= WINDOW) {
+    while times
+        .front()
+        .is_some_and(|&t| now.duration_since(t) >= WINDOW)
+    {
         times.pop_front();
     }
 }

@@ -96,11 +96,29 @@ mod tests {
             "",
         );
         assert_eq!(tokens.verify(&none), None);
-        let expired = Claims { sub: "1".into(), iat: now - 7200, exp: now - 3600 };
-        let token = encode(&Header::new(Algorithm::HS256), &expired, &EncodingKey::from_secret(SECRET)).unwrap();
+        let expired = Claims {
+            sub: "1".into(),
+            iat: now - 7200,
+            exp: now - 3600,
+        };
+        let token = encode(
+            &Header::new(Algorithm::HS256),
+            &expired,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
         assert_eq!(tokens.verify(&token), None);
-        let future = Claims { sub: "1".into(), iat: now + 3600, exp: now + 7200 };
-        let token = encode(&Header::new(Algorithm::HS256), &future, &EncodingKey::from_secret(SECRET)).unwrap();
+        let future = Claims {
+            sub: "1".into(),
+            iat: now + 3600,
+            exp: now + 7200,
+        };
+        let token = encode(
+            &Header::new(Algorithm::HS256),
+            &future,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
         assert_eq!(tokens.verify(&token), None);
         assert_eq!(tokens.verify("not.a.token"), None);
     }

@@ -73,7 +73,11 @@ impl<'a> Fields<'a> {
     fn str_value(&mut self, name: &str, value: &'a Value) -> Option<&'a str> {
         match value {
             Value::String(text) if text.contains('\0') => {
-                self.push(name, "string_pattern_mismatch", "String should not contain NUL characters");
+                self.push(
+                    name,
+                    "string_pattern_mismatch",
+                    "String should not contain NUL characters",
+                );
                 None
             }
             Value::String(text) => Some(text),
@@ -111,7 +115,11 @@ impl<'a> Fields<'a> {
         }
         match value {
             Value::Number(number) if number.is_u64() => {
-                self.push(name, "int_too_big", "Input should be a valid integer, number too large");
+                self.push(
+                    name,
+                    "int_too_big",
+                    "Input should be a valid integer, number too large",
+                );
                 None
             }
             Value::Number(number) => match number.as_f64() {

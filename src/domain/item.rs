@@ -2,7 +2,6 @@
 
 use serde_json::{Map, Value};
 
-
 use super::fields::Fields;
 use crate::http::error::FieldError;
 
@@ -68,7 +67,11 @@ impl TryFrom<&Value> for ItemDraft {
             let trimmed = raw.trim();
             let length = trimmed.chars().count();
             if length == 0 {
-                fields.push("name", "string_too_short", "String should have at least 1 character");
+                fields.push(
+                    "name",
+                    "string_too_short",
+                    "String should have at least 1 character",
+                );
                 None
             } else if length > NAME_MAX {
                 fields.push(
@@ -81,20 +84,26 @@ impl TryFrom<&Value> for ItemDraft {
                 Some(trimmed.to_string())
             }
         });
-        let description = fields.optional_str("description").and_then(|text| match text {
-            Some(text) if text.chars().count() > DESCRIPTION_MAX => {
-                fields.push(
-                    "description",
-                    "string_too_long",
-                    format!("String should have at most {DESCRIPTION_MAX} characters"),
-                );
-                None
-            }
-            other => Some(other.map(str::to_string)),
-        });
+        let description = fields
+            .optional_str("description")
+            .and_then(|text| match text {
+                Some(text) if text.chars().count() > DESCRIPTION_MAX => {
+                    fields.push(
+                        "description",
+                        "string_too_long",
+                        format!("String should have at most {DESCRIPTION_MAX} characters"),
+                    );
+                    None
+                }
+                other => Some(other.map(str::to_string)),
+            });
         let price = fields.required_number("price").and_then(|price| {
             if price < 0.0 {
-                fields.push("price", "greater_than_equal", "Input should be greater than or equal to 0");
+                fields.push(
+                    "price",
+                    "greater_than_equal",
+                    "Input should be greater than or equal to 0",
+                );
                 None
             } else {
                 Some(price)
@@ -168,7 +177,10 @@ mod tests {
                 "\"quantity\":greater_than_equal"
             ]
         );
-        assert_eq!(kinds(json!({"name": "x".repeat(201), "price": 1}))[0], "\"name\":string_too_long");
+        assert_eq!(
+            kinds(json!({"name": "x".repeat(201), "price": 1}))[0],
+            "\"name\":string_too_long"
+        );
     }
 
     #[test]
@@ -181,7 +193,10 @@ mod tests {
         assert!(ItemDraft::try_from(&merge_patch(item.clone(), &json!({"name": null}))).is_err());
         assert_eq!(merge_patch(item, &json!([1, 2])), json!([1, 2]));
         assert_eq!(
-            merge_patch(json!({"a": {"b": 1, "c": 2}}), &json!({"a": {"b": null, "d": 3}})),
+            merge_patch(
+                json!({"a": {"b": 1, "c": 2}}),
+                &json!({"a": {"b": null, "d": 3}})
+            ),
             json!({"a": {"c": 2, "d": 3}})
         );
     }

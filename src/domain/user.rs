@@ -13,7 +13,9 @@ impl Email {
     pub fn parse(value: &str) -> Result<Self, String> {
         let value = value.trim();
         let Some((local, domain)) = value.rsplit_once('@') else {
-            return Err("value is not a valid email address: An email address must have an @-sign.".into());
+            return Err(
+                "value is not a valid email address: An email address must have an @-sign.".into(),
+            );
         };
         let bad = |why: &str| Err(format!("value is not a valid email address: {why}"));
         if local.is_empty() {
@@ -25,7 +27,11 @@ impl Email {
         if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return bad("The email address contains invalid characters.");
         }
-        if local.contains('@') || local.starts_with('.') || local.ends_with('.') || local.contains("..") {
+        if local.contains('@')
+            || local.starts_with('.')
+            || local.ends_with('.')
+            || local.contains("..")
+        {
             return bad("The part before the @-sign is not valid.");
         }
         let labels: Vec<&str> = domain.split('.').collect();
@@ -110,22 +116,22 @@ impl TryFrom<&Value> for NewUser {
                 .map_err(|msg| fields.push("email", "value_error", msg))
                 .ok()
         });
-        let password = fields.required_str("password").and_then(|raw| {
-            Password::parse(raw)
-                .map_err(|e| fields.errors.push(e))
-                .ok()
-        });
-        let full_name = fields.optional_str("full_name").and_then(|name| match name {
-            Some(name) if name.chars().count() > FULL_NAME_MAX => {
-                fields.push(
-                    "full_name",
-                    "string_too_long",
-                    format!("String should have at most {FULL_NAME_MAX} characters"),
-                );
-                None
-            }
-            other => Some(other.map(str::to_string)),
-        });
+        let password = fields
+            .required_str("password")
+            .and_then(|raw| Password::parse(raw).map_err(|e| fields.errors.push(e)).ok());
+        let full_name = fields
+            .optional_str("full_name")
+            .and_then(|name| match name {
+                Some(name) if name.chars().count() > FULL_NAME_MAX => {
+                    fields.push(
+                        "full_name",
+                        "string_too_long",
+                        format!("String should have at most {FULL_NAME_MAX} characters"),
+                    );
+                    None
+                }
+                other => Some(other.map(str::to_string)),
+            });
         let user = match (email, password, full_name) {
             (Some(email), Some(password), Some(full_name)) => Some(NewUser {
                 email,
@@ -178,7 +184,11 @@ impl Role {
     }
 
     pub fn from_db(value: &str) -> Role {
-        if value == "admin" { Role::Admin } else { Role::User }
+        if value == "admin" {
+            Role::Admin
+        } else {
+            Role::User
+        }
     }
 }
 
@@ -192,17 +202,33 @@ mod tests {
         for good in ["a@b.co", "First.Last+tag@Example.COM", "x@sub.domain.org"] {
             assert!(Email::parse(good).is_ok(), "{good}");
         }
-        for bad in ["", "plain", "@b.co", "a@", "a@b", "a b@c.de", "a@b..c", "a@-b.co", "a..b@c.de"] {
+        for bad in [
+            "",
+            "plain",
+            "@b.co",
+            "a@",
+            "a@b",
+            "a b@c.de",
+            "a@b..c",
+            "a@-b.co",
+            "a..b@c.de",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }
-        assert_eq!(Email::parse("Ann@Example.com").unwrap().key(), "ann@example.com");
+        assert_eq!(
+            Email::parse("Ann@Example.com").unwrap().key(),
+            "ann@example.com"
+        );
     }
 
     #[test]
     fn passwords_need_eight_characters() {
         assert!(Password::parse("1234567").is_err());
         assert!(Password::parse("12345678").is_ok());
-        assert_eq!(format!("{:?}", Password::parse("12345678").unwrap()), "Password(..)");
+        assert_eq!(
+            format!("{:?}", Password::parse("12345678").unwrap()),
+            "Password(..)"
+        );
     }
 
     #[test]

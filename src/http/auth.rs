@@ -3,10 +3,10 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use axum::Json;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -20,7 +20,9 @@ use crate::state::AppState;
 use crate::store::users;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(token)).routes(routes!(protected))
+    OpenApiRouter::new()
+        .routes(routes!(token))
+        .routes(routes!(protected))
 }
 
 /// The OAuth2 password grant's fields (`grant_type`, `scope` and client fields are ignored).
@@ -87,15 +89,20 @@ pub async fn token(
         Some((id, hash)) => (Some(id), Some(hash)),
         None => (None, None),
     };
-    let verified = password::verify(credentials.password, stored).await.map_err(|error| {
-        tracing::error!(%error, "verifying a password failed");
-        ApiError::internal()
-    })?;
+    let verified = password::verify(credentials.password, stored)
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "verifying a password failed");
+            ApiError::internal()
+        })?;
     let Some(user_id) = user_id.filter(|_| verified) else {
         state.login_throttle.record_failure(&keys, Instant::now());
         return Err(ApiError::unauthorized("Incorrect email or password", false));
     };
+    // A success clears both counters: the limit is on failures in a row, so clients that
+    // mostly log in correctly behind one address (a proxy, a test suite) are not locked out.
     state.login_throttle.forget(&email_key);
+    state.login_throttle.forget(&address_key);
     let access_token = state.tokens.issue(user_id).map_err(|error| {
         tracing::error!(%error, "signing a token failed");
         ApiError::internal()

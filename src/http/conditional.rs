@@ -69,7 +69,10 @@ mod tests {
     fn if_match_is_strong() {
         assert!(if_match_allows(&HeaderMap::new(), "\"1-1\""));
         assert!(if_match_allows(&with(IF_MATCH, "*"), "\"1-1\""));
-        assert!(if_match_allows(&with(IF_MATCH, "\"0-9\", \"1-1\""), "\"1-1\""));
+        assert!(if_match_allows(
+            &with(IF_MATCH, "\"0-9\", \"1-1\""),
+            "\"1-1\""
+        ));
         assert!(!if_match_allows(&with(IF_MATCH, "W/\"1-1\""), "\"1-1\""));
         assert!(!if_match_allows(&with(IF_MATCH, "\"1-2\""), "\"1-1\""));
     }
@@ -77,8 +80,14 @@ mod tests {
     #[test]
     fn if_none_match_is_weak() {
         assert!(!if_none_match_hits(&HeaderMap::new(), "\"1-1\""));
-        assert!(if_none_match_hits(&with(IF_NONE_MATCH, "W/\"1-1\""), "\"1-1\""));
+        assert!(if_none_match_hits(
+            &with(IF_NONE_MATCH, "W/\"1-1\""),
+            "\"1-1\""
+        ));
         assert!(if_none_match_hits(&with(IF_NONE_MATCH, "*"), "\"1-1\""));
-        assert!(!if_none_match_hits(&with(IF_NONE_MATCH, "\"1-2\""), "\"1-1\""));
+        assert!(!if_none_match_hits(
+            &with(IF_NONE_MATCH, "\"1-2\""),
+            "\"1-1\""
+        ));
     }
 }

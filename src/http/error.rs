@@ -87,8 +87,12 @@ pub struct ValidationProblemBody {
     pub errors: Vec<FieldError>,
 }
 
+/// An error answer. Boxed, so `Result<T, ApiError>` stays small on the happy path.
 #[derive(Debug)]
-pub struct ApiError {
+pub struct ApiError(Box<ErrorParts>);
+
+#[derive(Debug)]
+struct ErrorParts {
     status: StatusCode,
     problem: Problem,
     headers: HeaderMap,
@@ -96,7 +100,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, detail: impl Into<Cow<'static, str>>) -> Self {
-        ApiError {
+        ApiError(Box::new(ErrorParts {
             status,
             problem: Problem {
                 kind: "about:blank",
@@ -104,36 +108,36 @@ impl ApiError {
                 errors: None,
             },
             headers: HeaderMap::new(),
-        }
+        }))
     }
 
     pub fn with_type(mut self, kind: &'static str) -> Self {
-        self.problem.kind = kind;
+        self.0.problem.kind = kind;
         self
     }
 
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
-        self.headers.insert(name, value);
+        self.0.headers.insert(name, value);
         self
     }
 
     pub fn with_headers(mut self, headers: HeaderMap) -> Self {
-        self.headers.extend(headers);
+        self.0.headers.extend(headers);
         self
     }
 
     pub fn status(&self) -> StatusCode {
-        self.status
+        self.0.status
     }
 
     pub fn detail(&self) -> &str {
-        &self.problem.detail
+        &self.0.problem.detail
     }
 
     pub fn validation(errors: Vec<FieldError>) -> Self {
         let mut error = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "Validation failed")
             .with_type("/problems/validation");
-        error.problem.errors = Some(errors);
+        error.0.problem.errors = Some(errors);
         error
     }
 
@@ -196,8 +200,10 @@ impl ApiError {
         } else {
             "Bearer"
         };
-        ApiError::new(StatusCode::UNAUTHORIZED, detail)
-            .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge))
+        ApiError::new(StatusCode::UNAUTHORIZED, detail).with_header(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        )
     }
 }
 
@@ -218,9 +224,10 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = self.status.into_response();
-        response.headers_mut().extend(self.headers);
-        response.extensions_mut().insert(self.problem);
+        let parts = *self.0;
+        let mut response = parts.status.into_response();
+        response.headers_mut().extend(parts.headers);
+        response.extensions_mut().insert(parts.problem);
         response
     }
 }
@@ -271,12 +278,9 @@ mod tests {
         let problem = Problem {
             kind: "/problems/validation",
             detail: "Validation failed".into(),
-            errors: Some(vec![FieldError::new(
-                vec!["price".into()],
-                "missing",
-                "Field required",
-            )
-            .under("body")]),
+            errors: Some(vec![
+                FieldError::new(vec!["price".into()], "missing", "Field required").under("body"),
+            ]),
         };
         let body = render_problem(
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -25,7 +25,12 @@ fn body_kind(headers: &HeaderMap) -> Option<BodyKind> {
         return Some(BodyKind::Json);
     };
     let value = value.to_str().ok()?;
-    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     if essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"))
     {
@@ -45,17 +50,23 @@ pub fn is_json_body(headers: &HeaderMap) -> bool {
 
 /// Reads the whole body within the route's limit: 413 past it, without buffering the rest.
 async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, ApiError> {
-    Bytes::from_request(request, state).await.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::payload_too_large()
-        } else {
-            ApiError::new(StatusCode::BAD_REQUEST, "Could not read the request body")
-        }
-    })
+    Bytes::from_request(request, state)
+        .await
+        .map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::payload_too_large()
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, "Could not read the request body")
+            }
+        })
 }
 
 pub fn missing_body() -> ApiError {
-    ApiError::field(FieldError::new(vec!["body".into()], "missing", "Field required"))
+    ApiError::field(FieldError::new(
+        vec!["body".into()],
+        "missing",
+        "Field required",
+    ))
 }
 
 /// Parses JSON text; syntax errors (including invalid UTF-8 and excessive nesting) are 400.
@@ -123,7 +134,9 @@ where
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
         let kind = body_kind(request.headers()).ok_or_else(|| {
-            ApiError::unsupported_media_type("application/x-www-form-urlencoded or application/json")
+            ApiError::unsupported_media_type(
+                "application/x-www-form-urlencoded or application/json",
+            )
         })?;
         let bytes = read_body(request, state).await?;
         let value = match kind {
@@ -213,12 +226,20 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
 
 /// A 422 for a query parameter, as FastAPI reports it.
 pub fn query_error(name: &str, kind: &str, msg: impl Into<String>) -> ApiError {
-    ApiError::field(FieldError::new(vec!["query".into(), name.into()], kind, msg))
+    ApiError::field(FieldError::new(
+        vec!["query".into(), name.into()],
+        kind,
+        msg,
+    ))
 }
 
 /// A 422 for a request header, as FastAPI reports it.
 pub fn header_error(name: &str, kind: &str, msg: impl Into<String>) -> ApiError {
-    ApiError::field(FieldError::new(vec!["header".into(), name.into()], kind, msg))
+    ApiError::field(FieldError::new(
+        vec!["header".into(), name.into()],
+        kind,
+        msg,
+    ))
 }
 
 #[cfg(test)]
@@ -237,21 +258,42 @@ mod tests {
     #[test]
     fn media_types() {
         assert_eq!(kind_of(None), Some(BodyKind::Json));
-        assert_eq!(kind_of(Some("application/json; charset=utf-8")), Some(BodyKind::Json));
-        assert_eq!(kind_of(Some("application/merge-patch+json")), Some(BodyKind::Json));
+        assert_eq!(
+            kind_of(Some("application/json; charset=utf-8")),
+            Some(BodyKind::Json)
+        );
+        assert_eq!(
+            kind_of(Some("application/merge-patch+json")),
+            Some(BodyKind::Json)
+        );
         assert_eq!(kind_of(Some("Application/JSON")), Some(BodyKind::Json));
-        assert_eq!(kind_of(Some("application/x-www-form-urlencoded")), Some(BodyKind::Form));
+        assert_eq!(
+            kind_of(Some("application/x-www-form-urlencoded")),
+            Some(BodyKind::Form)
+        );
         assert_eq!(kind_of(Some("text/plain")), None);
         assert_eq!(kind_of(Some("multipart/form-data; boundary=x")), None);
     }
 
     #[test]
     fn json_syntax_errors_are_400_and_empty_bodies_422() {
-        assert_eq!(parse_json(b"{").unwrap_err().status(), StatusCode::BAD_REQUEST);
-        assert_eq!(parse_json(b"\xff").unwrap_err().status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            parse_json(b"{").unwrap_err().status(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            parse_json(b"\xff").unwrap_err().status(),
+            StatusCode::BAD_REQUEST
+        );
         let deep = "[".repeat(10_000);
-        assert_eq!(parse_json(deep.as_bytes()).unwrap_err().status(), StatusCode::BAD_REQUEST);
-        assert_eq!(parse_json(b"  ").unwrap_err().status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            parse_json(deep.as_bytes()).unwrap_err().status(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            parse_json(b"  ").unwrap_err().status(),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
         assert_eq!(parse_json(b"[1]").unwrap(), serde_json::json!([1]));
     }
 }

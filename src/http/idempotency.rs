@@ -104,7 +104,11 @@ pub async fn begin(db: &Db, key: Option<&KeyRef<'_>>, body: &Value) -> ApiResult
 
 /// [`begin`] for a request whose fingerprint the handler made itself (a body too large to
 /// hold as a `Value`).
-pub async fn begin_with_fingerprint(db: &Db, key: &KeyRef<'_>, fingerprint: &[u8]) -> ApiResult<Begin> {
+pub async fn begin_with_fingerprint(
+    db: &Db,
+    key: &KeyRef<'_>,
+    fingerprint: &[u8],
+) -> ApiResult<Begin> {
     Ok(match idempotency::claim(db, key, fingerprint).await? {
         Claim::Fresh => Begin::Proceed,
         Claim::Replay(stored) => Begin::Answer(replay(&stored)),
@@ -133,8 +137,15 @@ pub async fn abandon(db: &Db, key: Option<&KeyRef<'_>>) {
 }
 
 /// Builds a JSON response that can be stored and replayed byte for byte.
-pub fn stored_json(status: StatusCode, headers: &[(HeaderName, String)], body: &impl serde::Serialize) -> StoredResponse {
-    let pairs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+pub fn stored_json(
+    status: StatusCode,
+    headers: &[(HeaderName, String)],
+    body: &impl serde::Serialize,
+) -> StoredResponse {
+    let pairs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
     StoredResponse {
         status: i32::from(status.as_u16()),
         headers: serde_json::to_string(&pairs).expect("header pairs serialise"),
@@ -150,7 +161,10 @@ pub fn replay(stored: &StoredResponse) -> Response {
         .unwrap_or(StatusCode::OK);
     let mut response = (status, stored.body.clone()).into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     let pairs: Vec<(String, String)> = serde_json::from_str(&stored.headers).unwrap_or_default();
     for (name, value) in pairs {
         if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
@@ -166,10 +180,20 @@ mod tests {
 
     #[test]
     fn keys_are_strings_or_tokens() {
-        assert_eq!(IdempotencyKey::parse("\"8e03-ab\"").unwrap().as_str(), "8e03-ab");
+        assert_eq!(
+            IdempotencyKey::parse("\"8e03-ab\"").unwrap().as_str(),
+            "8e03-ab"
+        );
         assert_eq!(IdempotencyKey::parse("abc123").unwrap().as_str(), "abc123");
         assert_eq!(IdempotencyKey::parse(r#""a\"b""#).unwrap().as_str(), "a\"b");
-        for bad in ["", "\"\"", "\"open", "two words", "\"bad\\n\"", &"x".repeat(256)] {
+        for bad in [
+            "",
+            "\"\"",
+            "\"open",
+            "two words",
+            "\"bad\\n\"",
+            &"x".repeat(256),
+        ] {
             assert!(IdempotencyKey::parse(bad).is_none(), "{bad}");
         }
     }

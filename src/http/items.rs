@@ -1,10 +1,10 @@
 //! Items: public reads with entity tags, owner-only writes with `If-Match`, keyset pages and
 //! idempotent creation.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
@@ -20,7 +20,7 @@ use crate::auth::AuthUser;
 use crate::domain::item::{ItemDraft, merge_patch};
 use crate::state::AppState;
 use crate::store::idempotency::{KeyRef, StoredResponse};
-use crate::store::items::{self, Item};
+use crate::store::items::{self, Item, NewItem};
 
 pub const DEFAULT_LIMIT: i64 = 20;
 pub const MAX_LIMIT: i64 = 100;
@@ -74,7 +74,10 @@ fn encode_cursor(last_id: i64) -> String {
 fn decode_cursor(cursor: &str) -> Option<i64> {
     let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
     let text = std::str::from_utf8(&bytes).ok()?;
-    text.strip_prefix("after:")?.parse().ok().filter(|id: &i64| *id >= 0)
+    text.strip_prefix("after:")?
+        .parse()
+        .ok()
+        .filter(|id: &i64| *id >= 0)
 }
 
 /// The response of a write: the item, its `ETag`, and for a creation its `Location`.
@@ -100,7 +103,10 @@ fn send(status: StatusCode, item: &Item) -> Response {
         (status = 200, description = "A page of items", body = ItemPage),
         (status = 422, description = "A bad limit or cursor", body = ValidationProblemBody, content_type = "application/problem+json"),
     ))]
-pub async fn list_items(State(state): State<AppState>, QueryParams(query): QueryParams) -> ApiResult<Json<ItemPage>> {
+pub async fn list_items(
+    State(state): State<AppState>,
+    QueryParams(query): QueryParams,
+) -> ApiResult<Json<ItemPage>> {
     let limit = match query.get("limit") {
         None => DEFAULT_LIMIT,
         Some(raw) => match raw.parse::<i64>() {
@@ -148,16 +154,21 @@ pub async fn list_items(State(state): State<AppState>, QueryParams(query): Query
         (status = 404, description = "Item not found", body = ProblemBody, content_type = "application/problem+json"),
         (status = 422, description = "The id is not an integer", body = ValidationProblemBody, content_type = "application/problem+json"),
     ))]
-pub async fn get_item(State(state): State<AppState>, IdPath(item_id): IdPath, headers: HeaderMap) -> ApiResult<Response> {
+pub async fn get_item(
+    State(state): State<AppState>,
+    IdPath(item_id): IdPath,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let item = items::find(&state.db, item_id)
         .await?
         .ok_or_else(|| ApiError::not_found("Item not found"))?;
     let etag = item.etag();
     if if_none_match_hits(&headers, &etag) {
         let mut response = StatusCode::NOT_MODIFIED.into_response();
-        response
-            .headers_mut()
-            .insert(header::ETAG, HeaderValue::from_str(&etag).expect("etags are header text"));
+        response.headers_mut().insert(
+            header::ETAG,
+            HeaderValue::from_str(&etag).expect("etags are header text"),
+        );
         return Ok(response);
     }
     Ok(send(StatusCode::OK, &item))
@@ -195,15 +206,22 @@ pub async fn create_item(
     if let Begin::Answer(response) = idem::begin(&state.db, key.as_ref(), &body).await? {
         return Ok(response);
     }
-    let respond = |item: &Item| item_response(StatusCode::CREATED, item);
-    let stored = key.as_ref().map(|key| (key, &respond as &(dyn Fn(&Item) -> StoredResponse + Sync)));
-    match items::insert(&state.db, user.id(), &draft, stored).await {
+    let new_item = NewItem {
+        owner_id: user.id(),
+        draft,
+        key: key.as_ref().map(KeyRef::to_owned_key),
+    };
+    match items::insert(&state.db, new_item, created_response).await {
         Ok(item) => Ok(send(StatusCode::CREATED, &item)),
         Err(error) => {
             idem::abandon(&state.db, key.as_ref()).await;
             Err(error.into())
         }
     }
+}
+
+fn created_response(item: &Item) -> StoredResponse {
+    item_response(StatusCode::CREATED, item)
 }
 
 /// Writes a new version made from the current one, checking ownership and `If-Match`; the
@@ -239,7 +257,9 @@ async fn write_item(
             });
         }
     }
-    Err(ApiError::conflict("The item is being changed by others, try again"))
+    Err(ApiError::conflict(
+        "The item is being changed by others, try again",
+    ))
 }
 
 /// Replace an item's fields. Owner or admin only.
@@ -359,7 +379,9 @@ pub async fn delete_item(
             });
         }
     }
-    Err(ApiError::conflict("The item is being changed by others, try again"))
+    Err(ApiError::conflict(
+        "The item is being changed by others, try again",
+    ))
 }
 
 #[cfg(test)]

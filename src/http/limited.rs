@@ -1,9 +1,9 @@
 //! `POST /validate` and the rate-limited `GET /api/data`.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -13,11 +13,14 @@ use utoipa_axum::routes;
 use super::error::{ApiError, ApiResult, FieldError, ProblemBody, ValidationProblemBody};
 use super::extract::{JsonValue, header_error};
 use crate::domain::fields::not_an_object;
+use crate::limits::{self, Decision};
 use crate::state::AppState;
 use crate::store::items::{self, ItemSummary};
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(validate)).routes(routes!(api_data))
+    OpenApiRouter::new()
+        .routes(routes!(validate))
+        .routes(routes!(api_data))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -59,7 +62,10 @@ pub async fn validate(JsonValue(body): JsonValue) -> ApiResult<Json<Valid>> {
         return Err(ApiError::field(error));
     };
     if !object.get("required_field").is_some_and(truthy) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "required_field is missing"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "required_field is missing",
+        ));
     }
     Ok(Json(Valid { status: "valid" }))
 }
@@ -68,27 +74,52 @@ pub async fn validate(JsonValue(body): JsonValue) -> ApiResult<Json<Valid>> {
 #[utoipa::path(get, path = "/api/data", tag = "limits",
     params(("client" = String, Header, description = "Who is asking; limits are counted per value")),
     responses(
-        (status = 200, description = "The newest items", body = Data, headers(
+        (status = 200, description = "The newest items, newest first", body = Data, headers(
             ("RateLimit-Policy" = String, description = "\"default\";q=<requests>;w=<window seconds>"),
-            ("RateLimit" = String, description = "\"default\";r=<remaining>;t=<seconds to reset>"))),
-        (status = 422, description = "The client header is missing", body = ValidationProblemBody, content_type = "application/problem+json"),
+            ("RateLimit" = String, description = "\"default\";r=<requests left>;t=<seconds until the quota is whole>"))),
+        (status = 422, description = "The client header is missing (nothing is counted)", body = ValidationProblemBody, content_type = "application/problem+json", headers(
+            ("RateLimit-Policy" = String, description = "The policy"),
+            ("RateLimit" = String, description = "\"default\";r=<requests>;t=0: nothing was counted"))),
         (status = 429, description = "Too many requests, please try later", body = ProblemBody, content_type = "application/problem+json", headers(
-            ("Retry-After" = u32, description = "Whole seconds to wait"),
+            ("Retry-After" = u32, description = "Whole seconds until the next request may pass (at least 1; equal to t)"),
+            ("RateLimit-Policy" = String, description = "The policy"),
+            ("RateLimit" = String, description = "\"default\";r=0;t=<seconds until the next request may pass>"))),
+        (status = 500, description = "Database error", body = ProblemBody, content_type = "application/problem+json", headers(
+            ("RateLimit-Policy" = String, description = "The policy"),
+            ("RateLimit" = String, description = "The client's state"))),
+        (status = 503, description = "The database cannot be reached", body = ProblemBody, content_type = "application/problem+json", headers(
+            ("Retry-After" = u32, description = "Seconds to wait before retrying"),
             ("RateLimit-Policy" = String, description = "The policy"),
             ("RateLimit" = String, description = "The client's state"))),
     ))]
 pub async fn api_data(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
-    let client = headers
-        .get("client")
-        .ok_or_else(|| header_error("client", "missing", "Field required"))?;
+    let spec = &state.settings.rate_limit;
+    let Some(client) = headers.get("client") else {
+        // Every answer of a limited route states the policy; a request without a client is
+        // counted against nobody, so it reports a whole quota.
+        let untouched = Decision {
+            allowed: true,
+            remaining: spec.requests,
+            reset_secs: 0,
+        };
+        return Err(header_error("client", "missing", "Field required")
+            .with_headers(limits::headers(spec, &untouched)));
+    };
     let client = String::from_utf8_lossy(client.as_bytes());
     let decision = state.limiter.check(&client).await;
-    let limit_headers = crate::limits::headers(&state.settings.rate_limit, &decision);
+    let limit_headers = limits::headers(spec, &decision);
     if !decision.allowed {
-        return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "Too many requests, please try later")
-            .with_headers(limit_headers));
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many requests, please try later",
+        )
+        .with_headers(limit_headers));
     }
-    let data = items::newest(&state.db, 20).await?;
+    // The request was counted, so even a failure reports the client's state.
+    let data = match items::newest(&state.db, 20).await {
+        Ok(data) => data,
+        Err(error) => return Err(ApiError::from(error).with_headers(limit_headers)),
+    };
     Ok((limit_headers, Json(Data { data })).into_response())
 }
 
@@ -99,10 +130,25 @@ mod tests {
 
     #[test]
     fn truthiness_is_pythons() {
-        for falsy in [json!(null), json!(false), json!(0), json!(0.0), json!(""), json!([]), json!({})] {
+        for falsy in [
+            json!(null),
+            json!(false),
+            json!(0),
+            json!(0.0),
+            json!(""),
+            json!([]),
+            json!({}),
+        ] {
             assert!(!truthy(&falsy), "{falsy}");
         }
-        for truthy_value in [json!(true), json!(1), json!(-0.5), json!("x"), json!([0]), json!({"a": 0})] {
+        for truthy_value in [
+            json!(true),
+            json!(1),
+            json!(-0.5),
+            json!("x"),
+            json!([0]),
+            json!({"a": 0}),
+        ] {
             assert!(truthy(&truthy_value), "{truthy_value}");
         }
     }

@@ -44,7 +44,11 @@ pub async fn record_route(matched: Option<MatchedPath>, request: Request, next: 
 #[derive(Clone, Copy, Debug)]
 pub struct RequestTimeout(pub Duration);
 
-pub async fn request_context(State(timeout): State<RequestTimeout>, request: Request, next: Next) -> Response {
+pub async fn request_context(
+    State(timeout): State<RequestTimeout>,
+    request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let id = request_id(request.headers());
     let method = request.method().clone();
@@ -68,7 +72,10 @@ pub async fn request_context(State(timeout): State<RequestTimeout>, request: Req
 
     let headers = response.headers_mut();
     headers.insert(REQUEST_ID, id.clone());
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     if authenticated && !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
@@ -85,7 +92,8 @@ pub async fn request_context(State(timeout): State<RequestTimeout>, request: Req
         "status" => status.as_u16().to_string()
     )
     .increment(1);
-    metrics::histogram!("http_request_duration_seconds", "route" => route).record(latency.as_secs_f64());
+    metrics::histogram!("http_request_duration_seconds", "route" => route)
+        .record(latency.as_secs_f64());
     tracing::info!(
         target: "larder::access",
         method = %method,
@@ -112,7 +120,9 @@ fn with_problem_body(response: Response, instance: &str, request_id: &str) -> Re
         .remove::<Problem>()
         .unwrap_or_else(|| problem_for_status(parts.status));
     let body = render_problem(parts.status, &problem, instance, request_id);
-    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(body))
 }
@@ -140,7 +150,9 @@ fn add_options_to_allow(headers: &mut HeaderMap) {
 /// `OPTIONS` on a path that exists: 204 with the methods it supports.
 fn options_answer(not_allowed: &HeaderMap) -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
-    response.headers_mut().insert(header::ALLOW, allow_with_options(not_allowed));
+    response
+        .headers_mut()
+        .insert(header::ALLOW, allow_with_options(not_allowed));
     response
 }
 

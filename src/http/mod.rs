@@ -11,13 +11,15 @@ pub mod limited;
 pub mod middleware;
 pub mod openapi;
 pub mod ops;
+pub mod server;
 pub mod test_hooks;
 pub mod users;
 
-use axum::extract::DefaultBodyLimit;
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
@@ -27,14 +29,16 @@ use middleware::RequestTimeout;
 
 /// Every documented route, with the OpenAPI document made from their annotations.
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+    let (router, mut openapi) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(ops::router())
         .merge(users::router())
         .merge(auth::router())
         .merge(items::router())
         .merge(jobs::router())
         .merge(limited::router())
-        .split_for_parts()
+        .split_for_parts();
+    utoipa::Modify::modify(&openapi::ServerFaults, &mut openapi);
+    (router, openapi)
 }
 
 /// The whole service. The request-context middleware wraps the router from outside, so it
@@ -47,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         routes = routes.merge(test_hooks::router());
     }
     let timeout = RequestTimeout(state.settings.request_timeout());
+    let cors = state.settings.cors_origins.as_deref().map(cors_layer);
     let max_body = usize::try_from(state.settings.max_body).unwrap_or(usize::MAX);
     let inner = routes
         .fallback(middleware::not_found)
@@ -59,7 +64,56 @@ pub fn router(state: AppState) -> Router {
         .with_state(state);
     Router::new().fallback_service(
         ServiceBuilder::new()
-            .layer(axum::middleware::from_fn_with_state(timeout, middleware::request_context))
+            .layer(axum::middleware::from_fn_with_state(
+                timeout,
+                middleware::request_context,
+            ))
+            .option_layer(cors)
             .service(inner),
     )
+}
+
+/// CORS is off unless `LARDER_CORS_ORIGINS` names origins (or `*`).
+fn cors_layer(origins: &str) -> CorsLayer {
+    use axum::http::{HeaderName, HeaderValue, Method, header};
+    let allow_origin = if origins.trim() == "*" {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .split(',')
+                .map(str::trim)
+                .filter(|origin| !origin.is_empty())
+                .filter_map(|origin| HeaderValue::from_str(origin).ok()),
+        )
+    };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_MATCH,
+            header::IF_NONE_MATCH,
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("client"),
+            HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([
+            header::ETAG,
+            header::LOCATION,
+            header::RETRY_AFTER,
+            HeaderName::from_static("x-request-id"),
+            HeaderName::from_static("ratelimit"),
+            HeaderName::from_static("ratelimit-policy"),
+        ])
+        .max_age(std::time::Duration::from_secs(600))
 }

@@ -1,7 +1,12 @@
 //! The OpenAPI document's frame: info, the security scheme, shared schemas. The paths come
 //! from the handlers' own annotations (see `http::router`).
 
+use utoipa::openapi::content::Content;
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::schema::{Object, Type};
 use utoipa::openapi::security::{Flow, OAuth2, Password, Scopes, SecurityScheme};
+use utoipa::openapi::{Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
 use super::error::{FieldError, ProblemBody, ValidationProblemBody};
@@ -31,5 +36,52 @@ impl Modify for BearerScheme {
                 Scopes::new(),
             ))])),
         );
+    }
+}
+
+/// Any operation can meet a fault: 500 (a database error, a panic) and 503 (the database
+/// cannot be reached, the pool is exhausted, the request timed out). Listed once, here,
+/// for every operation instead of in each annotation; applied once the handlers' paths
+/// have been collected (see `http::api`).
+pub struct ServerFaults;
+
+fn problem_response(description: &str) -> ResponseBuilder {
+    ResponseBuilder::new().description(description).content(
+        "application/problem+json",
+        Content::new(Some(RefOr::Ref(Ref::from_schema_name("ProblemBody")))),
+    )
+}
+
+impl Modify for ServerFaults {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let responses = &mut operation.responses.responses;
+                responses.entry("500".to_string()).or_insert_with(|| {
+                    problem_response("Internal server error or database error")
+                        .build()
+                        .into()
+                });
+                responses.entry("503".to_string()).or_insert_with(|| {
+                    problem_response("The database is unavailable or the request timed out")
+                        .header(
+                            "Retry-After",
+                            HeaderBuilder::new()
+                                .schema(Some(Object::with_type(Type::Integer)))
+                                .description(Some("Seconds to wait before retrying"))
+                                .build(),
+                        )
+                        .build()
+                        .into()
+                });
+            }
+        }
     }
 }

@@ -1,9 +1,9 @@
 //! Users: registration, the caller, and deletion by an admin.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -54,7 +54,10 @@ pub struct Deleted {
         (status = 415, description = "The body is not JSON", body = ProblemBody, content_type = "application/problem+json"),
         (status = 422, description = "A field is missing or invalid", body = ValidationProblemBody, content_type = "application/problem+json"),
     ))]
-pub async fn register(State(state): State<AppState>, Body(new_user): Body<NewUser>) -> ApiResult<Response> {
+pub async fn register(
+    State(state): State<AppState>,
+    Body(new_user): Body<NewUser>,
+) -> ApiResult<Response> {
     let hash = password::hash(&new_user.password).await.map_err(|error| {
         tracing::error!(%error, "hashing a password failed");
         ApiError::internal()
@@ -102,7 +105,11 @@ pub async fn me(user: AuthUser) -> Json<User> {
         (status = 404, description = "User not found", body = ProblemBody, content_type = "application/problem+json"),
         (status = 422, description = "The id is not an integer", body = ValidationProblemBody, content_type = "application/problem+json"),
     ))]
-pub async fn get_user(State(state): State<AppState>, caller: AuthUser, IdPath(user_id): IdPath) -> ApiResult<Json<User>> {
+pub async fn get_user(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    IdPath(user_id): IdPath,
+) -> ApiResult<Json<User>> {
     if caller.id() == user_id {
         return Ok(Json(caller.0));
     }
@@ -127,7 +134,11 @@ pub async fn get_user(State(state): State<AppState>, caller: AuthUser, IdPath(us
         (status = 404, description = "User not found", body = ProblemBody, content_type = "application/problem+json"),
         (status = 422, description = "The id is not an integer", body = ValidationProblemBody, content_type = "application/problem+json"),
     ))]
-pub async fn delete_user(State(state): State<AppState>, caller: AuthUser, IdPath(user_id): IdPath) -> ApiResult<Json<Deleted>> {
+pub async fn delete_user(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    IdPath(user_id): IdPath,
+) -> ApiResult<Json<Deleted>> {
     if !caller.is_admin() {
         return Err(ApiError::forbidden("Only admins can delete"));
     }

@@ -3,15 +3,21 @@
 use std::num::NonZeroU32;
 
 use futures::future::BoxFuture;
+use governor::Quota;
 use governor::clock::{Clock, DefaultClock, Reference};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
-use governor::Quota;
 
+use super::key::ClientKey;
 use super::{Decision, RateLimiter, ceil_secs};
 use crate::config::RateLimitSpec;
 
-type Keyed<C> = governor::RateLimiter<String, DefaultKeyedStateStore<String>, C, StateInformationMiddleware>;
+type Keyed<C> = governor::RateLimiter<
+    ClientKey,
+    DefaultKeyedStateStore<ClientKey>,
+    C,
+    StateInformationMiddleware,
+>;
 
 pub struct InProcessLimiter<C: Clock = DefaultClock> {
     limiter: Keyed<C>,
@@ -38,14 +44,20 @@ impl<C: Clock + Clone> InProcessLimiter<C> {
     pub fn with_clock(spec: RateLimitSpec, clock: C) -> Self {
         let limiter = governor::RateLimiter::dashmap_with_clock(quota(&spec), clock.clone())
             .with_middleware::<StateInformationMiddleware>();
-        InProcessLimiter { limiter, clock, spec }
+        InProcessLimiter {
+            limiter,
+            clock,
+            spec,
+        }
     }
 
     pub fn decide(&self, key: &str) -> Decision {
         let per_cell = self.spec.window / self.spec.requests;
-        match self.limiter.check_key(&key.to_string()) {
+        match self.limiter.check_key(&ClientKey::of(key)) {
             Ok(snapshot) => {
                 let remaining = snapshot.remaining_burst_capacity();
+                // governor keeps the arrival time private; the cells in use, rounded up,
+                // overstate the time to a whole quota by less than one cell, never understate it.
                 let used = self.spec.requests.saturating_sub(remaining);
                 Decision {
                     allowed: true,
@@ -93,7 +105,10 @@ mod tests {
 
     fn limiter(spec: &str) -> (InProcessLimiter<FakeRelativeClock>, FakeRelativeClock) {
         let clock = FakeRelativeClock::default();
-        (InProcessLimiter::with_clock(spec.parse().unwrap(), clock.clone()), clock)
+        (
+            InProcessLimiter::with_clock(spec.parse().unwrap(), clock.clone()),
+            clock,
+        )
     }
 
     #[test]
@@ -105,7 +120,14 @@ mod tests {
             assert_eq!(decision.remaining, 99 - i);
         }
         let refused = limiter.decide("a");
-        assert_eq!(refused, Decision { allowed: false, remaining: 0, reset_secs: 1 });
+        assert_eq!(
+            refused,
+            Decision {
+                allowed: false,
+                remaining: 0,
+                reset_secs: 1
+            }
+        );
         // Another client is not affected.
         assert!(limiter.decide("b").allowed);
         // One cell (0.6 s) later exactly one more request passes.
@@ -129,6 +151,21 @@ mod tests {
         let after = limiter.decide("a");
         assert!(after.allowed);
         assert_eq!(after.remaining, 9);
+    }
+
+    #[test]
+    fn reset_never_understates_the_time_to_a_whole_quota() {
+        // 10 per 10 s: one cell is 1 s. Three requests at 0 s put the quota whole at 3 s.
+        let (limiter, clock) = limiter("10/10s");
+        for _ in 0..3 {
+            limiter.decide("a");
+        }
+        // At 2.5 s, a fourth request makes it whole at 4 s, 1.5 s from now: t may round up
+        // to the cell (2 s) but never down to 1 s.
+        clock.advance(Duration::from_millis(2500));
+        let decision = limiter.decide("a");
+        assert_eq!((decision.allowed, decision.remaining), (true, 8));
+        assert_eq!(decision.reset_secs, 2);
     }
 
     #[test]

@@ -1,14 +1,17 @@
 //! Rate limiting: one trait, an in-process GCRA limiter (governor) and, for many processes,
 //! a Redis one. Every answer of a limited route carries the draft-ietf-httpapi-ratelimit-headers.
 
+pub mod key;
 pub mod memory;
+pub mod outage;
+pub mod redis;
 
 use std::sync::Arc;
 
 use axum::http::{HeaderMap, HeaderValue};
 use futures::future::BoxFuture;
 
-use crate::config::RateLimitSpec;
+use crate::config::{RateLimitSpec, Settings};
 
 /// The outcome of one request against a client's limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,15 +33,35 @@ pub trait RateLimiter: Send + Sync {
 
 pub type SharedLimiter = Arc<dyn RateLimiter>;
 
+/// The limiter the settings ask for: shared through Redis when `redis_url` is set, else in
+/// this process. Redis being down at start is not an error (see [`redis::RedisLimiter`]).
+pub async fn from_settings(settings: &Settings) -> anyhow::Result<SharedLimiter> {
+    Ok(match &settings.redis_url {
+        Some(url) => Arc::new(
+            redis::RedisLimiter::connect(url, &settings.redis_prefix, settings.rate_limit).await?,
+        ),
+        None => Arc::new(memory::InProcessLimiter::new(settings.rate_limit)),
+    })
+}
+
 /// `RateLimit-Policy` and `RateLimit` for a decision under `spec`.
 pub fn headers(spec: &RateLimitSpec, decision: &Decision) -> HeaderMap {
     let mut headers = HeaderMap::new();
     let policy = format!("\"default\";q={};w={}", spec.requests, spec.window_secs());
-    let state = format!("\"default\";r={};t={}", decision.remaining, decision.reset_secs);
-    headers.insert("ratelimit-policy", HeaderValue::from_str(&policy).expect("ascii"));
+    let state = format!(
+        "\"default\";r={};t={}",
+        decision.remaining, decision.reset_secs
+    );
+    headers.insert(
+        "ratelimit-policy",
+        HeaderValue::from_str(&policy).expect("ascii"),
+    );
     headers.insert("ratelimit", HeaderValue::from_str(&state).expect("ascii"));
     if !decision.allowed {
-        headers.insert(axum::http::header::RETRY_AFTER, HeaderValue::from(decision.reset_secs.max(1)));
+        headers.insert(
+            axum::http::header::RETRY_AFTER,
+            HeaderValue::from(decision.reset_secs.max(1)),
+        );
     }
     headers
 }
@@ -60,7 +83,14 @@ mod tests {
     #[test]
     fn header_values() {
         let spec: RateLimitSpec = "100/60s".parse().unwrap();
-        let headers = headers(&spec, &Decision { allowed: true, remaining: 99, reset_secs: 1 });
+        let headers = headers(
+            &spec,
+            &Decision {
+                allowed: true,
+                remaining: 99,
+                reset_secs: 1,
+            },
+        );
         assert_eq!(headers["ratelimit-policy"], "\"default\";q=100;w=60");
         assert_eq!(headers["ratelimit"], "\"default\";r=99;t=1");
         assert!(!headers.contains_key("retry-after"));
@@ -70,7 +100,14 @@ mod tests {
     }
 
     fn headers_for_refusal(spec: &RateLimitSpec) -> HeaderMap {
-        headers(spec, &Decision { allowed: false, remaining: 0, reset_secs: 3 })
+        headers(
+            spec,
+            &Decision {
+                allowed: false,
+                remaining: 0,
+                reset_secs: 3,
+            },
+        )
     }
 
     #[test]

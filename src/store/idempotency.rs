@@ -13,8 +13,26 @@ pub const ABANDONED_MS: i64 = 2 * 60 * 1000;
 #[derive(Debug, Clone, Copy)]
 pub struct KeyRef<'a> {
     pub user_id: i64,
-    pub scope: &'a str,
+    pub scope: &'static str,
     pub key: &'a str,
+}
+
+impl KeyRef<'_> {
+    pub fn to_owned_key(&self) -> OwnedKey {
+        OwnedKey {
+            user_id: self.user_id,
+            scope: self.scope,
+            key: self.key.to_string(),
+        }
+    }
+}
+
+/// A key that can travel to another task (the group-commit writer).
+#[derive(Debug, Clone)]
+pub struct OwnedKey {
+    pub user_id: i64,
+    pub scope: &'static str,
+    pub key: String,
 }
 
 /// A response as it is replayed: status, the headers worth repeating, the exact body bytes.
@@ -89,7 +107,11 @@ pub async fn claim(db: &Db, key: &KeyRef<'_>, request_hash: &[u8]) -> StoreResul
                 .execute(pool)
                 .await?
                 .rows_affected();
-            return Ok(if taken == 1 { Claim::Fresh } else { Claim::InFlight });
+            return Ok(if taken == 1 {
+                Claim::Fresh
+            } else {
+                Claim::InFlight
+            });
         }
         if hash != request_hash {
             return Ok(Claim::Mismatch);

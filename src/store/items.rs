@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::idempotency::{self, KeyRef, StoredResponse};
+use super::idempotency::{self, OwnedKey, StoredResponse};
 use super::{Db, StoreResult};
 use crate::domain::item::ItemDraft;
 
@@ -40,52 +40,63 @@ pub struct ItemSummary {
     pub name: String,
 }
 
-const INSERT: &str = "insert into items (name, description, price, quantity, owner_id, version, created_at, updated_at) \
+pub(crate) const INSERT: &str = "insert into items (name, description, price, quantity, owner_id, version, created_at, updated_at) \
      values ($1, $2, $3, $4, $5, 1, $6, $6) \
      returning id, name, description, price, quantity, owner_id, version, created_at, updated_at";
 
-/// Creates an item. With an idempotency key, the response made from the new item is stored
-/// in the same transaction, so a replay exists exactly when the item does.
-pub async fn insert(
-    db: &Db,
-    owner_id: i64,
-    draft: &ItemDraft,
-    key: Option<(&KeyRef<'_>, &(dyn Fn(&Item) -> StoredResponse + Sync))>,
-) -> StoreResult<Item> {
-    let item = with_writer!(db, |pool| {
-        let mut tx = pool.begin().await?;
-        let item = sqlx::query_as::<_, Item>(INSERT)
-            .bind(draft.name())
-            .bind(draft.description())
-            .bind(draft.price())
-            .bind(draft.quantity())
-            .bind(owner_id)
-            .bind(Utc::now())
-            .fetch_one(&mut *tx)
+/// How the answer stored under an idempotency key is made from the created item.
+pub type Respond = fn(&Item) -> StoredResponse;
+
+/// An item to create, and the idempotency key whose answer is stored with it.
+#[derive(Debug)]
+pub struct NewItem {
+    pub owner_id: i64,
+    pub draft: ItemDraft,
+    pub key: Option<OwnedKey>,
+}
+
+/// Creates an item. With an idempotency key, the answer made from the new item is stored
+/// in the same transaction, so a replay exists exactly when the item does. On SQLite the
+/// write joins a group commit (see `store::batch`).
+pub async fn insert(db: &Db, item: NewItem, respond: Respond) -> StoreResult<Item> {
+    let pool = match db {
+        Db::Sqlite(sqlite) => return sqlite.items.insert(item, respond).await,
+        Db::Postgres(pool) => pool,
+    };
+    let mut tx = pool.begin().await?;
+    let created = sqlx::query_as::<_, Item>(INSERT)
+        .bind(item.draft.name())
+        .bind(item.draft.description())
+        .bind(item.draft.price())
+        .bind(item.draft.quantity())
+        .bind(item.owner_id)
+        .bind(Utc::now())
+        .fetch_one(&mut *tx)
+        .await?;
+    if let Some(key) = &item.key {
+        let response = respond(&created);
+        sqlx::query(idempotency::COMPLETE)
+            .bind(response.status)
+            .bind(&response.headers)
+            .bind(&response.body)
+            .bind(key.user_id)
+            .bind(key.scope)
+            .bind(&key.key)
+            .execute(&mut *tx)
             .await?;
-        if let Some((key, respond)) = key {
-            let response = respond(&item);
-            sqlx::query(idempotency::COMPLETE)
-                .bind(response.status)
-                .bind(&response.headers)
-                .bind(&response.body)
-                .bind(key.user_id)
-                .bind(key.scope)
-                .bind(key.key)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        item
-    });
-    Ok(item)
+    }
+    tx.commit().await?;
+    Ok(created)
 }
 
 pub async fn find(db: &Db, id: i64) -> StoreResult<Option<Item>> {
     let sql = "select id, name, description, price, quantity, owner_id, version, created_at, updated_at \
                from items where id = $1";
     let item = with_reader!(db, |pool| {
-        sqlx::query_as::<_, Item>(sql).bind(id).fetch_optional(pool).await?
+        sqlx::query_as::<_, Item>(sql)
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
     });
     Ok(item)
 }
@@ -117,7 +128,12 @@ pub async fn newest(db: &Db, limit: i64) -> StoreResult<Vec<ItemSummary>> {
 }
 
 /// Replaces the fields if the item is still at `version`; `None` when it is not (or is gone).
-pub async fn update(db: &Db, id: i64, version: i64, draft: &ItemDraft) -> StoreResult<Option<Item>> {
+pub async fn update(
+    db: &Db,
+    id: i64,
+    version: i64,
+    draft: &ItemDraft,
+) -> StoreResult<Option<Item>> {
     let sql = "update items set name = $1, description = $2, price = $3, quantity = $4, \
                version = version + 1, updated_at = $5 \
                where id = $6 and version = $7 \

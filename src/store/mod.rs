@@ -38,6 +38,7 @@ macro_rules! with_writer {
     };
 }
 
+pub mod batch;
 pub mod idempotency;
 pub mod items;
 pub mod jobs;
@@ -50,6 +51,8 @@ pub mod users;
 pub struct SqliteDb {
     pub writer: SqlitePool,
     pub reader: SqlitePool,
+    /// Item creations, group-committed on the writer connection.
+    pub items: batch::ItemBatcher,
 }
 
 #[derive(Clone, Debug)]
@@ -143,7 +146,12 @@ impl Db {
                     .acquire_timeout(timeout)
                     .connect_with(options.read_only(true))
                     .await?;
-                Db::Sqlite(SqliteDb { writer, reader })
+                let items = batch::ItemBatcher::start(writer.clone());
+                Db::Sqlite(SqliteDb {
+                    writer,
+                    reader,
+                    items,
+                })
             }
             DatabaseUrl::Postgres(url) => {
                 let pool = PgPoolOptions::new()
@@ -176,7 +184,9 @@ impl Db {
             DatabaseUrl::Sqlite(url) => SqliteConnectOptions::from_str(url)
                 .ok()
                 .map(|options| options.get_filename().to_path_buf())
-                .filter(|path| !path.as_os_str().is_empty() && path != &std::path::Path::new(":memory:")),
+                .filter(|path| {
+                    !path.as_os_str().is_empty() && path != std::path::Path::new(":memory:")
+                }),
             DatabaseUrl::Postgres(_) => None,
         }
     }

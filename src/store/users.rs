@@ -32,7 +32,6 @@ pub enum Registration {
     EmailTaken,
 }
 
-
 pub async fn insert(
     db: &Db,
     email: &Email,
@@ -82,7 +81,10 @@ pub async fn upsert_admin(db: &Db, email: &Email, password_hash: &str) -> StoreR
 pub async fn find(db: &Db, id: i64) -> StoreResult<Option<User>> {
     let sql = "select id, email, full_name, role, created_at from users where id = $1";
     let user = with_reader!(db, |pool| {
-        sqlx::query_as::<_, User>(sql).bind(id).fetch_optional(pool).await?
+        sqlx::query_as::<_, User>(sql)
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
     });
     Ok(user)
 }
@@ -103,7 +105,11 @@ pub async fn credentials(db: &Db, email_key: &str) -> StoreResult<Option<(i64, S
 pub async fn delete(db: &Db, id: i64) -> StoreResult<bool> {
     let sql = "delete from users where id = $1";
     let deleted = with_writer!(db, |pool| {
-        sqlx::query(sql).bind(id).execute(pool).await?.rows_affected()
+        sqlx::query(sql)
+            .bind(id)
+            .execute(pool)
+            .await?
+            .rows_affected()
     });
     Ok(deleted > 0)
 }

@@ -614,11 +614,17 @@ async fn metrics_and_openapi_describe_the_queue(backend: Backend) {
     // Every status each handler can answer (faults, 500 and 503, may be added for all).
     let process = statuses("/process", "post");
     for status in ["202", "400", "401", "409", "413", "415", "422"] {
-        assert!(process.iter().any(|s| s == status), "POST /process: {status}");
+        assert!(
+            process.iter().any(|s| s == status),
+            "POST /process: {status}"
+        );
     }
     let get_job = statuses("/jobs/{job_id}", "get");
     for status in ["200", "401", "403", "404", "422"] {
-        assert!(get_job.iter().any(|s| s == status), "GET /jobs/{{job_id}}: {status}");
+        assert!(
+            get_job.iter().any(|s| s == status),
+            "GET /jobs/{{job_id}}: {status}"
+        );
     }
     let accepted = &openapi["paths"]["/process"]["post"]["responses"]["202"];
     assert!(accepted["headers"]["Location"].is_object(), "{accepted}");

@@ -4,6 +4,11 @@
 mod helpers;
 
 mod auth;
+mod faults;
 mod foundation;
+mod hostile;
 mod items;
 mod jobs;
+mod limits;
+mod openapi;
+mod process;

@@ -1,0 +1,191 @@
+//! The binary as an operator runs it: settings errors, `larder admin create`, SIGTERM.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_larder");
+
+/// A port that is free right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until `/healthz` answers.
+pub async fn wait_until_serving(base: &str) {
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    for _ in 0..200 {
+        if let Ok(response) = client.get(format!("{base}/healthz")).send().await
+            && response.status() == StatusCode::OK
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("larder did not start serving at {base}");
+}
+
+#[test]
+fn invalid_settings_stop_the_start_with_one_line_and_exit_code_2() {
+    let cases: [(&str, &str); 4] = [
+        ("LARDER_BIND", "not-an-address"),
+        ("LARDER_RATE_LIMIT", "lots"),
+        ("LARDER_DATABASE_URL", "mysql://nope"),
+        ("LARDER_POOL_SIZE", "0"),
+    ];
+    for (name, value) in cases {
+        let output = Command::new(BINARY)
+            .arg("serve")
+            .env(name, value)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{name}={value}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(stderr.trim().lines().count(), 1, "{name}: {stderr}");
+        assert!(stderr.starts_with("larder: invalid settings"), "{stderr}");
+    }
+    let output = Command::new(BINARY)
+        .arg("serve")
+        .env("LARDER_ENV", "production")
+        .env_remove("LARDER_JWT_SECRET")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("LARDER_JWT_SECRET"));
+    let output = Command::new(BINARY)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let help = String::from_utf8(output.stdout).unwrap();
+    for variable in [
+        "LARDER_BIND",
+        "LARDER_DATABASE_URL",
+        "LARDER_MAX_BODY",
+        "LARDER_LOG_LEVEL",
+        "LARDER_LOG_FORMAT",
+        "LARDER_GRACE_PERIOD",
+        "LARDER_POOL_SIZE",
+        "LARDER_SQLITE_SYNC",
+        "LARDER_RATE_LIMIT",
+    ] {
+        assert!(help.contains(variable), "{variable} missing from --help");
+    }
+}
+
+#[tokio::test]
+async fn admin_create_reads_the_password_from_stdin_and_sigterm_finishes_in_flight_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("larder.db").display());
+    let mut admin = Command::new(BINARY)
+        .args([
+            "admin",
+            "create",
+            "--email",
+            "root@example.com",
+            "--password-stdin",
+        ])
+        .env("LARDER_DATABASE_URL", &database)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    admin
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"admin password\n")
+        .unwrap();
+    let output = admin.wait_with_output().unwrap();
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("root@example.com"));
+
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut server = Command::new(BINARY)
+        .arg("serve")
+        .env("LARDER_BIND", format!("127.0.0.1:{port}"))
+        .env("LARDER_DATABASE_URL", &database)
+        .env("LARDER_TEST_HOOKS", "true")
+        .env("LARDER_LOG_FORMAT", "json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until_serving(&base).await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let token: Value = client
+        .post(format!("{base}/auth/token"))
+        .form(&[
+            ("username", "root@example.com"),
+            ("password", "admin password"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["access_token"].as_str().unwrap().to_string();
+    let me: Value = client
+        .get(format!("{base}/users/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["role"], "admin");
+
+    // A request in flight when SIGTERM arrives still gets its answer; then the process exits 0.
+    let slow = tokio::spawn({
+        let client = client.clone();
+        let url = format!("{base}/__test/sleep?ms=1500");
+        async move {
+            client
+                .get(url)
+                .header("x-request-id", "in-flight-1")
+                .send()
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let response = slow.await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.text().await.unwrap(), "slept");
+    let exit = tokio::task::spawn_blocking(move || {
+        let status = server.wait().unwrap();
+        let mut logs = String::new();
+        std::io::Read::read_to_string(&mut server.stdout.take().unwrap(), &mut logs).unwrap();
+        (status, logs)
+    })
+    .await
+    .unwrap();
+    assert_eq!(exit.0.code(), Some(0));
+    // The access log is JSON lines with method, path, status, latency and request id.
+    let line = exit
+        .1
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|line| line["request_id"] == "in-flight-1")
+        .expect("an access log line for the in-flight request");
+    assert_eq!(line["method"], "GET");
+    assert_eq!(line["path"], "/__test/sleep");
+    assert_eq!(line["status"], 200);
+    assert!(line["latency_ms"].as_f64().unwrap() >= 1000.0);
+    // After a restart the old token still works: the secret is kept beside the database.
+    assert!(dir.path().join("larder.db.jwt-secret").exists());
+}
