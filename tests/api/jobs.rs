@@ -108,6 +108,8 @@ async fn import_succeeds_and_reports_each_row(backend: Backend) {
     let user = app.user().await;
     let mut items = rows("jam", 2500);
     items[1] = json!({"name": "Honey", "price": -1});
+    // PostgreSQL cannot store NUL: the row is rejected, the job does not fail.
+    items[2499] = json!({"name": "Nul\u{0}led", "price": 1});
     let response = app
         .post("/process")
         .bearer_auth(&user.token)
@@ -139,12 +141,14 @@ async fn import_succeeds_and_reports_each_row(backend: Backend) {
         );
     }
     let created = done["result"]["created"].as_array().unwrap();
-    assert_eq!(created.len(), 2499);
+    assert_eq!(created.len(), 2498);
     let rejected = done["result"]["rejected"].as_array().unwrap();
-    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected.len(), 2);
     assert_eq!(rejected[0]["index"], 1);
     assert_eq!(rejected[0]["errors"][0]["loc"], json!(["price"]));
     assert_eq!(rejected[0]["errors"][0]["type"], "greater_than_equal");
+    assert_eq!(rejected[1]["index"], 2499);
+    assert_eq!(rejected[1]["errors"][0]["loc"], json!(["name"]));
 
     // Ids come in row order, and the items are the caller's.
     let first = app
@@ -164,7 +168,7 @@ async fn import_succeeds_and_reports_each_row(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(second["name"], "jam-2");
-    assert_eq!(item_rows(&app.database_url, id).await, (2499, 2499));
+    assert_eq!(item_rows(&app.database_url, id).await, (2498, 2498));
 
     // Nothing to import is a job that succeeds at once with nothing created.
     let empty = submit(&app, &user, &[]).await;
