@@ -151,7 +151,8 @@ struct ProcessRequest<'a> {
     /// The raw `items` array text (`[]` for kinds without items).
     items: &'a str,
     total: i64,
-    fingerprint: Vec<u8>,
+    /// Every top-level member, raw, for the fingerprint.
+    members: BTreeMap<String, &'a RawValue>,
 }
 
 fn body_error(field: &str, kind: &str, msg: impl Into<String>) -> FieldError {
@@ -167,13 +168,18 @@ fn parse_process(bytes: &[u8], test_hooks: bool) -> ApiResult<ProcessRequest<'_>
     }
     let text = std::str::from_utf8(bytes)
         .map_err(|_| ApiError::malformed_json("Malformed JSON: the body is not UTF-8"))?;
-    let raw: &RawValue = serde_json::from_str(text)
-        .map_err(|error| ApiError::malformed_json(format!("Malformed JSON: {error}")))?;
-    if !raw.get().starts_with('{') {
-        return Err(ApiError::validation(vec![not_an_object().under("body")]));
-    }
-    let members: BTreeMap<String, &RawValue> = serde_json::from_str(raw.get())
-        .map_err(|error| ApiError::malformed_json(format!("Malformed JSON: {error}")))?;
+    // One pass splits the top level into raw members; only a body that is not an object
+    // needs a second pass, to tell a syntax error (400) from the wrong shape (422).
+    let members: BTreeMap<String, &RawValue> = match serde_json::from_str(text) {
+        Ok(members) => members,
+        Err(error) if error.classify() == serde_json::error::Category::Data => {
+            return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+                Ok(_) => ApiError::validation(vec![not_an_object().under("body")]),
+                Err(error) => ApiError::malformed_json(format!("Malformed JSON: {error}")),
+            });
+        }
+        Err(error) => return Err(ApiError::malformed_json(format!("Malformed JSON: {error}"))),
+    };
     let mut errors = Vec::new();
     let kind = match members
         .get("kind")
@@ -229,47 +235,45 @@ fn parse_process(bytes: &[u8], test_hooks: bool) -> ApiResult<ProcessRequest<'_>
             kind,
             items,
             total,
-            fingerprint: fingerprint(&members),
+            members,
         }),
         _ => Err(ApiError::validation(errors)),
     }
 }
 
-/// The request's fingerprint for `Idempotency-Key`: SHA-256 over the top-level members in
-/// key order, each value without the whitespace between its tokens. Cheap for a 64 MiB body,
-/// and blind to formatting and to the order of the top-level members.
-fn fingerprint(members: &BTreeMap<String, &RawValue>) -> Vec<u8> {
+/// The request's fingerprint for `Idempotency-Key`: SHA-256 of its canonical JSON, exactly
+/// as [`idem::fingerprint`] makes it for other routes (object keys sorted, no whitespace), but
+/// written out one member — and one `items` row — at a time, so a 64 MiB import never
+/// becomes a single `Value`.
+fn fingerprint(members: &BTreeMap<String, &RawValue>) -> Result<Vec<u8>, serde_json::Error> {
     let mut hasher = Sha256::new();
-    for (name, value) in members {
-        hasher.update(name.as_bytes());
-        hasher.update([0]);
-        hash_without_whitespace(&mut hasher, value.get().as_bytes());
-        hasher.update([0]);
-    }
-    hasher.finalize().to_vec()
-}
-
-/// Feeds `json` to the hasher minus insignificant whitespace (outside strings), in runs.
-fn hash_without_whitespace(hasher: &mut Sha256, json: &[u8]) {
-    let mut in_string = false;
-    let mut escaped = false;
-    let mut run_start = 0;
-    for (at, &byte) in json.iter().enumerate() {
-        if in_string {
-            match (escaped, byte) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
+    hasher.update(b"{");
+    for (n, (name, value)) in members.iter().enumerate() {
+        if n > 0 {
+            hasher.update(b",");
+        }
+        hasher.update(serde_json::to_vec(name)?);
+        hasher.update(b":");
+        if name == "items" && value.get().starts_with('[') {
+            let rows: Vec<&RawValue> = serde_json::from_str(value.get())?;
+            hasher.update(b"[");
+            for (i, row) in rows.iter().enumerate() {
+                if i > 0 {
+                    hasher.update(b",");
+                }
+                hasher.update(serde_json::to_vec(&serde_json::from_str::<Value>(
+                    row.get(),
+                )?)?);
             }
-        } else if byte == b'"' {
-            in_string = true;
-        } else if matches!(byte, b' ' | b'\t' | b'\n' | b'\r') {
-            hasher.update(&json[run_start..at]);
-            run_start = at + 1;
+            hasher.update(b"]");
+        } else {
+            hasher.update(serde_json::to_vec(&serde_json::from_str::<Value>(
+                value.get(),
+            )?)?);
         }
     }
-    hasher.update(&json[run_start..]);
+    hasher.update(b"}");
+    Ok(hasher.finalize().to_vec())
 }
 
 /// Start a background job. `import_items` creates the given items for the caller; the answer
@@ -305,11 +309,15 @@ pub async fn create_job(
         scope: "POST /process",
         key: key.as_str(),
     });
-    if let Some(key) = &key
-        && let Begin::Answer(response) =
-            idem::begin_with_fingerprint(&state.db, key, &process.fingerprint).await?
-    {
-        return Ok(response);
+    if let Some(key) = &key {
+        // The body was parsed once already; this cannot fail.
+        let fingerprint = fingerprint(&process.members)
+            .map_err(|error| ApiError::malformed_json(format!("Malformed JSON: {error}")))?;
+        if let Begin::Answer(response) =
+            idem::begin_with_fingerprint(&state.db, key, &fingerprint).await?
+        {
+            return Ok(response);
+        }
     }
     let id = Uuid::new_v4();
     let status_url = format!("/jobs/{id}");
@@ -388,6 +396,16 @@ mod tests {
         );
         assert_eq!(status_of("{"), StatusCode::BAD_REQUEST);
         assert_eq!(status_of("[1]"), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(status_of("\"text\""), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(status_of("[1, oops]"), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            status_of(r#"{"kind": "import_items", "items": []} trailing"#),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status_of(r#"{"kind": "import_items", "items": [1,]}"#),
+            StatusCode::BAD_REQUEST
+        );
         assert_eq!(
             status_of(r#"{"kind":"nope","items":[]}"#),
             StatusCode::UNPROCESSABLE_ENTITY
@@ -409,23 +427,15 @@ mod tests {
     }
 
     #[test]
-    fn fingerprints_ignore_formatting_and_member_order() {
-        let a = parse_process(
-            br#"{"kind":"import_items","items":[{"name":"a b","price":1}]}"#,
-            false,
-        )
-        .unwrap();
-        let b = parse_process(
-            b"{ \"items\" : [ {\"name\": \"a b\", \"price\": 1} ],\n \"kind\": \"import_items\" }",
-            false,
-        )
-        .unwrap();
-        let c = parse_process(
-            br#"{"kind":"import_items","items":[{"name":"ab","price":1}]}"#,
-            false,
-        )
-        .unwrap();
-        assert_eq!(a.fingerprint, b.fingerprint);
-        assert_ne!(a.fingerprint, c.fingerprint);
+    fn fingerprints_are_the_canonical_json_of_the_whole_body() {
+        let print =
+            |body: &[u8]| fingerprint(&parse_process(body, false).unwrap().members).unwrap();
+        let a = br#"{"kind":"import_items","items":[{"name":"a b","price":1.5,"quantity":2}]}"#;
+        let b = b"{ \"items\" : [ {\"quantity\": 2, \"name\": \"a b\", \"price\": 1.5} ],\n \"kind\": \"import_items\" }";
+        let c = br#"{"kind":"import_items","items":[{"name":"ab","price":1.5,"quantity":2}]}"#;
+        assert_eq!(print(a), print(b));
+        assert_ne!(print(a), print(c));
+        let whole: Value = serde_json::from_slice(b).unwrap();
+        assert_eq!(print(b), idem::fingerprint(&whole));
     }
 }
