@@ -224,15 +224,24 @@ fn created_response(item: &Item) -> StoredResponse {
     item_response(StatusCode::CREATED, item)
 }
 
-/// Writes a new version made from the current one, checking ownership and `If-Match`; the
-/// version check is part of the `update` statement, so of two racing writers one wins.
-async fn write_item(
+/// What a versioned write does to the current version.
+enum Change<'a> {
+    Replace(&'a (dyn Fn(&Item) -> ApiResult<ItemDraft> + Sync)),
+    Delete,
+}
+
+/// Applies `change` to the current version after checking ownership and `If-Match`. The
+/// store names the version it read in the statement (`where id = $1 and version = $2`);
+/// when another writer got there first, with `If-Match` the client's tag is stale (412),
+/// without it the item is read again and the change retried. Answers the new version, or
+/// `None` once deleted.
+async fn versioned_write(
     state: &AppState,
     user: &AuthUser,
     item_id: i64,
     headers: &HeaderMap,
-    change: impl Fn(&Item) -> ApiResult<ItemDraft>,
-) -> ApiResult<Response> {
+    change: Change<'_>,
+) -> ApiResult<Option<Item>> {
     const ATTEMPTS: usize = 5;
     for _ in 0..ATTEMPTS {
         let current = items::find(&state.db, item_id)
@@ -244,12 +253,21 @@ async fn write_item(
         if !if_match_allows(headers, &current.etag()) {
             return Err(ApiError::precondition_failed());
         }
-        let draft = change(&current)?;
-        if let Some(item) = items::update(&state.db, item_id, current.version, &draft).await? {
-            return Ok(send(StatusCode::OK, &item));
+        match &change {
+            Change::Replace(make) => {
+                let draft = make(&current)?;
+                if let Some(item) =
+                    items::update(&state.db, item_id, current.version, &draft).await?
+                {
+                    return Ok(Some(item));
+                }
+            }
+            Change::Delete => {
+                if items::delete(&state.db, item_id, current.version).await? {
+                    return Ok(None);
+                }
+            }
         }
-        // Someone else wrote first. With If-Match the client's tag is now stale; without
-        // it, read again and apply the change to the newer version.
         if has_if_match(headers) {
             return Err(match items::find(&state.db, item_id).await? {
                 Some(_) => ApiError::precondition_failed(),
@@ -260,6 +278,20 @@ async fn write_item(
     Err(ApiError::conflict(
         "The item is being changed by others, try again",
     ))
+}
+
+/// A new version made from the current one by `make`.
+async fn write_item(
+    state: &AppState,
+    user: &AuthUser,
+    item_id: i64,
+    headers: &HeaderMap,
+    make: impl Fn(&Item) -> ApiResult<ItemDraft> + Sync,
+) -> ApiResult<Response> {
+    versioned_write(state, user, item_id, headers, Change::Replace(&make))
+        .await?
+        .map(|item| send(StatusCode::OK, &item))
+        .ok_or_else(ApiError::internal)
 }
 
 /// Replace an item's fields. Owner or admin only.
@@ -359,29 +391,8 @@ pub async fn delete_item(
     IdPath(item_id): IdPath,
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
-    for _ in 0..5 {
-        let current = items::find(&state.db, item_id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("Item not found"))?;
-        if !user.may_change(current.owner_id) {
-            return Err(ApiError::forbidden("Not enough permissions"));
-        }
-        if !if_match_allows(&headers, &current.etag()) {
-            return Err(ApiError::precondition_failed());
-        }
-        if items::delete(&state.db, item_id, current.version).await? {
-            return Ok(StatusCode::NO_CONTENT);
-        }
-        if has_if_match(&headers) {
-            return Err(match items::find(&state.db, item_id).await? {
-                Some(_) => ApiError::precondition_failed(),
-                None => ApiError::not_found("Item not found"),
-            });
-        }
-    }
-    Err(ApiError::conflict(
-        "The item is being changed by others, try again",
-    ))
+    versioned_write(&state, &user, item_id, &headers, Change::Delete).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[cfg(test)]
