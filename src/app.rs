@@ -303,9 +303,6 @@ impl Application {
 /// The job workers, and on PostgreSQL the listener that wakes them for jobs stored by any process.
 fn start_jobs(state: &AppState, stop: &CancellationToken) -> Vec<JoinHandle<()>> {
     use crate::jobs::worker;
-    // The recorder must exist before the first job ends, not only from the first scrape on,
-    // or job durations recorded before it are lost.
-    let _ = crate::telemetry::metrics();
     let config = worker::WorkerConfig {
         db: state.db.clone(),
         wake: state.jobs.wake.clone(),
