@@ -272,8 +272,8 @@ impl FromStr for RateLimitSpec {
         let window = match unit {
             "ms" => Duration::from_millis(amount),
             "" | "s" => Duration::from_secs(amount),
-            "m" => Duration::from_secs(amount * 60),
-            "h" => Duration::from_secs(amount * 3600),
+            "m" => Duration::from_secs(amount.checked_mul(60).ok_or_else(malformed)?),
+            "h" => Duration::from_secs(amount.checked_mul(3600).ok_or_else(malformed)?),
             _ => return Err(malformed()),
         };
         if requests == 0 || window.is_zero() {
@@ -307,7 +307,17 @@ mod tests {
     #[test]
     fn rate_limit_spec_rejects_garbage() {
         for bad in [
-            "", "100", "100/", "/60s", "0/60s", "10/0s", "10/60x", "-1/60s", "a/b",
+            "",
+            "100",
+            "100/",
+            "/60s",
+            "0/60s",
+            "10/0s",
+            "10/60x",
+            "-1/60s",
+            "a/b",
+            "1/999999999999999999m",
+            "1/999999999999999999h",
         ] {
             assert!(bad.parse::<RateLimitSpec>().is_err(), "{bad} was accepted");
         }

@@ -106,7 +106,8 @@ impl TryFrom<&Value> for ItemDraft {
                 );
                 None
             } else {
-                Some(price)
+                // -0.0 passes `< 0.0`; store it as the zero it means.
+                Some(price + 0.0)
             }
         });
         let quantity = match fields.raw("quantity") {

@@ -22,9 +22,15 @@ fn tags(value: &str) -> Option<Vec<(bool, &str)>> {
     )
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: &axum::http::HeaderName) -> Option<&'a str> {
-    // An unreadable value matches nothing, which is the safe answer for both headers.
-    headers.get(name).map(|v| v.to_str().unwrap_or("\"\u{0}\""))
+/// Every line of the header as one list (RFC 9110 §5.3); `None` when it was not sent.
+fn header(headers: &HeaderMap, name: &axum::http::HeaderName) -> Option<String> {
+    let lines: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        // An unreadable value matches nothing, which is the safe answer for both headers.
+        .map(|v| v.to_str().unwrap_or("\"\u{0}\""))
+        .collect();
+    (!lines.is_empty()).then(|| lines.join(","))
 }
 
 /// Whether `If-Match` was sent at all.
@@ -36,7 +42,7 @@ pub fn has_if_match(headers: &HeaderMap) -> bool {
 pub fn if_match_allows(headers: &HeaderMap, current: &str) -> bool {
     match header(headers, &IF_MATCH) {
         None => true,
-        Some(value) => match tags(value) {
+        Some(value) => match tags(&value) {
             None => true,
             Some(tags) => tags.iter().any(|&(weak, tag)| !weak && tag == current),
         },
@@ -47,7 +53,7 @@ pub fn if_match_allows(headers: &HeaderMap, current: &str) -> bool {
 pub fn if_none_match_hits(headers: &HeaderMap, current: &str) -> bool {
     match header(headers, &IF_NONE_MATCH) {
         None => false,
-        Some(value) => match tags(value) {
+        Some(value) => match tags(&value) {
             None => true,
             Some(tags) => tags.iter().any(|&(_, tag)| tag == current),
         },
@@ -75,6 +81,13 @@ mod tests {
         ));
         assert!(!if_match_allows(&with(IF_MATCH, "W/\"1-1\""), "\"1-1\""));
         assert!(!if_match_allows(&with(IF_MATCH, "\"1-2\""), "\"1-1\""));
+    }
+
+    #[test]
+    fn several_header_lines_are_one_list() {
+        let mut headers = with(IF_MATCH, "\"0-9\"");
+        headers.append(IF_MATCH, HeaderValue::from_static("\"1-1\""));
+        assert!(if_match_allows(&headers, "\"1-1\""));
     }
 
     #[test]
