@@ -111,7 +111,7 @@ impl TryFrom<&Value> for ItemDraft {
             }
         });
         let quantity = match fields.raw("quantity") {
-            None => Some(0),
+            None | Some(Value::Null) => Some(0),
             Some(raw) => fields.integer_value("quantity", raw).and_then(|quantity| {
                 if quantity < 0 {
                     fields.push(

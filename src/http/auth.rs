@@ -29,9 +29,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, ToSchema)]
 #[allow(dead_code)]
 pub struct TokenRequest {
-    #[schema(example = "ann@example.com")]
+    #[schema(pattern = r"^[^\u0000]*$", example = "ann@example.com")]
     username: String,
-    #[schema(example = "correct horse battery")]
+    #[schema(pattern = r"^[^\u0000]*$", example = "correct horse battery")]
     password: String,
 }
 

@@ -21,7 +21,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 /// One failing field, as FastAPI reports it: `loc` starts with `body`, `query`, `path` or `header`.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct FieldError {
-    #[schema(value_type = Vec<Object>, example = json!(["body", "price"]))]
+    #[schema(value_type = Vec<LocPart>, example = json!(["body", "price"]))]
     pub loc: Vec<Value>,
     pub msg: String,
     #[serde(rename = "type")]
@@ -42,6 +42,15 @@ impl FieldError {
         self.loc.insert(0, prefix.into());
         self
     }
+}
+
+/// One step of a `loc`: a name (`"body"`, `"price"`) or the index of a list element.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum LocPart {
+    Name(String),
+    Index(i64),
 }
 
 /// What the middleware needs to render the body; travels in the response extensions.

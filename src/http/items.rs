@@ -5,8 +5,6 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -36,9 +34,14 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[allow(dead_code)]
 pub struct ItemInput {
     /// 1–200 characters after trimming.
-    #[schema(min_length = 1, max_length = 200, example = "Strawberry jam")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$",
+        example = "Strawberry jam"
+    )]
     name: String,
-    #[schema(max_length = 2000)]
+    #[schema(max_length = 2000, pattern = r"^[^\u0000]*$")]
     description: Option<String>,
     #[schema(minimum = 0, example = 4.5)]
     price: f64,
@@ -50,11 +53,16 @@ pub struct ItemInput {
 #[derive(Debug, ToSchema)]
 #[allow(dead_code)]
 pub struct ItemPatch {
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(
+        nullable = false,
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
     name: Option<String>,
-    #[schema(max_length = 2000)]
+    #[schema(max_length = 2000, pattern = r"^[^\u0000]*$")]
     description: Option<String>,
-    #[schema(minimum = 0)]
+    #[schema(nullable = false, minimum = 0)]
     price: Option<f64>,
     #[schema(minimum = 0)]
     quantity: Option<i64>,
@@ -67,17 +75,17 @@ pub struct ItemPage {
     pub next_cursor: Option<String>,
 }
 
+/// A page's cursor: the last id it showed. Clients treat it as opaque; it is plain digits
+/// so that the documented pattern describes exactly the cursors larder accepts.
 fn encode_cursor(last_id: i64) -> String {
-    URL_SAFE_NO_PAD.encode(format!("after:{last_id}"))
+    last_id.to_string()
 }
 
 fn decode_cursor(cursor: &str) -> Option<i64> {
-    let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
-    let text = std::str::from_utf8(&bytes).ok()?;
-    text.strip_prefix("after:")?
-        .parse()
-        .ok()
-        .filter(|id: &i64| *id >= 0)
+    if cursor.is_empty() || cursor.len() > 18 || !cursor.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    cursor.parse().ok()
 }
 
 /// The response of a write: the item, its `ETag`, and for a creation its `Location`.
@@ -97,7 +105,7 @@ fn send(status: StatusCode, item: &Item) -> Response {
 #[utoipa::path(get, path = "/items", tag = "items",
     params(
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Items per page (default 20)"),
-        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"),
+        ("cursor" = Option<String>, Query, pattern = "^[0-9]{1,18}$", description = "The `next_cursor` of the previous page"),
     ),
     responses(
         (status = 200, description = "A page of items", body = ItemPage),
@@ -177,7 +185,8 @@ pub async fn get_item(
 /// Create an item owned by the caller. With `Idempotency-Key`, a repeat replays the answer.
 #[utoipa::path(post, path = "/items", tag = "items",
     security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "A structured-field string or token; repeats replay the first answer for 24 hours")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[A-Za-z0-9!#$%&'*+.^_`|~:/-]{1,255}$",
+        description = "A token, or a structured-field string such as `\"8e03\"`; repeats replay the first answer for 24 hours")),
     request_body(content = ItemInput, content_type = "application/json"),
     responses(
         (status = 201, description = "The item was created", body = Item,
@@ -402,8 +411,17 @@ mod tests {
     #[test]
     fn cursors_round_trip_and_reject_garbage() {
         assert_eq!(decode_cursor(&encode_cursor(42)), Some(42));
-        assert_eq!(decode_cursor("garbage!"), None);
-        assert_eq!(decode_cursor(&URL_SAFE_NO_PAD.encode("after:-1")), None);
-        assert_eq!(decode_cursor(&URL_SAFE_NO_PAD.encode("42")), None);
+        assert_eq!(decode_cursor("0"), Some(0));
+        for bad in [
+            "",
+            "garbage!",
+            "-1",
+            "+1",
+            "1.5",
+            " 1",
+            "1234567890123456789",
+        ] {
+            assert_eq!(decode_cursor(bad), None, "{bad}");
+        }
     }
 }

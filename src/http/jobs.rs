@@ -46,7 +46,10 @@ pub struct ProcessInput {
     /// The job kind.
     #[schema(example = "import_items")]
     kind: JobKind,
-    /// The items to create; each row is validated on its own.
+    /// The rows to import, each shaped like `ItemInput`. Every row is validated on its own:
+    /// a row that is not a valid item is reported in `result.rejected`, it does not refuse
+    /// the job, so any JSON values are accepted here.
+    #[schema(value_type = Vec<Value>)]
     items: Vec<ItemInput>,
 }
 
@@ -280,7 +283,8 @@ fn fingerprint(members: &BTreeMap<String, &RawValue>) -> Result<Vec<u8>, serde_j
 /// comes as soon as the job is stored durably. With `Idempotency-Key`, a repeat replays it.
 #[utoipa::path(post, path = "/process", tag = "jobs",
     security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "A structured-field string or token; repeats replay the first answer for 24 hours")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[A-Za-z0-9!#$%&'*+.^_`|~:/-]{1,255}$",
+        description = "A token, or a structured-field string such as `\"8e03\"`; repeats replay the first answer for 24 hours")),
     request_body(content = ProcessInput, content_type = "application/json",
         description = "Up to LARDER_IMPORT_MAX_BODY bytes (64 MiB by default)"),
     responses(

@@ -28,11 +28,16 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, ToSchema)]
 #[allow(dead_code)]
 pub struct UserCreate {
-    #[schema(format = "email", example = "ann@example.com")]
+    #[schema(format = "email", max_length = 254, example = "ann@example.com")]
     email: String,
-    #[schema(min_length = 8, max_length = 256, example = "correct horse battery")]
+    #[schema(
+        min_length = 8,
+        max_length = 256,
+        pattern = r"^[^\u0000]*$",
+        example = "correct horse battery"
+    )]
     password: String,
-    #[schema(max_length = 200, example = "Ann Example")]
+    #[schema(max_length = 200, pattern = r"^[^\u0000]*$", example = "Ann Example")]
     full_name: Option<String>,
 }
 
