@@ -286,3 +286,41 @@ async fn postgres_outage_gives_503_and_recovers_without_restart() {
         .await;
     assert_eq!(after["name"], "after");
 }
+
+/// Two processes on one PostgreSQL database with one `LARDER_JWT_SECRET`: a user made
+/// through one logs in through the other, and each accepts the other's tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_processes_share_users_and_tokens() {
+    if postgres_url().is_none() {
+        return;
+    }
+    let database = fresh_postgres_database().await;
+    let shared =
+        |settings: &mut larder::config::Settings| settings.jwt_secret = Some(SECRET.to_string());
+    let first = TestApp::spawn_with_database(Backend::Postgres, database.clone(), shared).await;
+    let second = TestApp::spawn_with_database(Backend::Postgres, database, shared).await;
+    let user = first.user().await;
+    let token_from_second = second.login(&user.email, &user.password).await;
+    for (app, token) in [(&first, &token_from_second), (&second, &user.token)] {
+        let response = app
+            .get("/users/me")
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.json::<Value>().await.unwrap()["id"], user.id);
+    }
+    let item = first
+        .create_item(&user, json!({"name": "shared", "price": 1}))
+        .await;
+    let seen: Value = second
+        .get(&format!("/items/{}", item["id"]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seen, item);
+}
