@@ -1,6 +1,8 @@
 //! The request context around every handler: request id, timeout, problem bodies for every
 //! error answer, `OPTIONS`, security headers, the access log line and the request metrics.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -21,23 +23,86 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
             return value.clone();
         }
     }
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    HeaderValue::from_str(&id).expect("a uuid is a valid header value")
+    let mut buffer = [0u8; uuid::fmt::Simple::LENGTH];
+    let id = uuid::Uuid::new_v4().simple().encode_lower(&mut buffer);
+    HeaderValue::from_str(id).expect("a uuid is a valid header value")
 }
 
-/// The route template a request matched (`/items/{item_id}`), for the metrics' labels.
+/// The route template a request matched (`/items/{item_id}`), for the metrics' labels
+/// (shared with the router: no copy per request).
 #[derive(Clone, Debug)]
-pub struct RouteTemplate(pub String);
+pub struct RouteTemplate(pub MatchedPath);
+
+impl RouteTemplate {
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
 
 /// Inside the router: copies the matched route template onto the response.
 pub async fn record_route(matched: Option<MatchedPath>, request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     if let Some(matched) = matched {
-        response
-            .extensions_mut()
-            .insert(RouteTemplate(matched.as_str().to_string()));
+        response.extensions_mut().insert(RouteTemplate(matched));
     }
     response
+}
+
+/// The request metrics of one (method, route, status): the counter and the route's
+/// histogram, registered once and reused, so counting a request allocates nothing.
+#[derive(Clone)]
+struct RequestMetrics {
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+/// Per route template, per (method, status). Routes and statuses are few; methods beyond
+/// the standard ones are not kept (a client could send any number of them).
+type MetricHandles = HashMap<String, HashMap<(Method, u16), RequestMetrics>>;
+
+fn request_metrics(method: &Method, route: &str, status: StatusCode) -> RequestMetrics {
+    static HANDLES: OnceLock<Mutex<MetricHandles>> = OnceLock::new();
+    let handles = HANDLES.get_or_init(Default::default);
+    let key = (method.clone(), status.as_u16());
+    if let Some(found) = handles
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(route)
+        .and_then(|by_key| by_key.get(&key))
+    {
+        return found.clone();
+    }
+    let made = RequestMetrics {
+        requests: metrics::counter!(
+            "http_requests_total",
+            "method" => method.to_string(),
+            "route" => route.to_string(),
+            "status" => status.as_u16().to_string()
+        ),
+        duration: metrics::histogram!("http_request_duration_seconds", "route" => route.to_string()),
+    };
+    let standard = matches!(
+        *method,
+        Method::GET
+            | Method::HEAD
+            | Method::POST
+            | Method::PUT
+            | Method::PATCH
+            | Method::DELETE
+            | Method::OPTIONS
+            | Method::TRACE
+            | Method::CONNECT
+    );
+    if standard {
+        let mut handles = handles.lock().unwrap_or_else(|e| e.into_inner());
+        if handles.len() < 1024 {
+            handles
+                .entry(route.to_string())
+                .or_default()
+                .insert(key, made.clone());
+        }
+    }
+    made
 }
 
 /// How long a handler may run before the request is answered 503.
@@ -52,7 +117,9 @@ pub async fn request_context(
     let started = Instant::now();
     let id = request_id(request.headers());
     let method = request.method().clone();
-    let path = request.uri().path().to_string();
+    // A clone of the URI shares its bytes: no copy of the path per request.
+    let uri = request.uri().clone();
+    let path = uri.path();
     let authenticated = request.headers().contains_key(header::AUTHORIZATION);
 
     let mut response = match tokio::time::timeout(timeout.0, next.run(request)).await {
@@ -67,7 +134,7 @@ pub async fn request_context(
     }
     let status = response.status();
     if (status.is_client_error() || status.is_server_error()) && !is_problem(response.headers()) {
-        response = with_problem_body(response, &path, id.to_str().unwrap_or(""));
+        response = with_problem_body(response, path, id.to_str().unwrap_or(""));
     }
 
     let headers = response.headers_mut();
@@ -84,16 +151,10 @@ pub async fn request_context(
     let route = response
         .extensions()
         .get::<RouteTemplate>()
-        .map_or_else(|| "unmatched".to_string(), |route| route.0.clone());
-    metrics::counter!(
-        "http_requests_total",
-        "method" => method.to_string(),
-        "route" => route.clone(),
-        "status" => status.as_u16().to_string()
-    )
-    .increment(1);
-    metrics::histogram!("http_request_duration_seconds", "route" => route)
-        .record(latency.as_secs_f64());
+        .map_or("unmatched", RouteTemplate::as_str);
+    let metrics = request_metrics(&method, route, status);
+    metrics.requests.increment(1);
+    metrics.duration.record(latency.as_secs_f64());
     tracing::info!(
         target: "larder::access",
         method = %method,

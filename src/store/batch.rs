@@ -4,10 +4,13 @@
 //! transaction takes every request waiting at that moment, so under load one disk flush
 //! acknowledges many writes, and an answer is still sent only after its commit.
 
+use std::sync::Arc;
+
 use chrono::Utc;
 use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
+use super::cache::ReadCache;
 use super::items::{INSERT, Item, NewItem, Respond};
 use super::{StoreError, StoreResult, idempotency};
 
@@ -30,9 +33,9 @@ fn closed() -> StoreError {
 }
 
 impl ItemBatcher {
-    pub fn start(writer: SqlitePool) -> Self {
+    pub fn start(writer: SqlitePool, cache: Arc<ReadCache>) -> Self {
         let (sender, receiver) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(run(writer, receiver));
+        tokio::spawn(run(writer, cache, receiver));
         ItemBatcher { sender }
     }
 
@@ -50,10 +53,13 @@ impl ItemBatcher {
     }
 }
 
-async fn run(writer: SqlitePool, mut receiver: mpsc::Receiver<Pending>) {
+async fn run(writer: SqlitePool, cache: Arc<ReadCache>, mut receiver: mpsc::Receiver<Pending>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        match write(&writer, &batch).await {
+        let written = write(&writer, &batch).await;
+        // Before any answer is sent: a client that saw its item created reads it fresh.
+        cache.items_changed();
+        match written {
             Ok(items) => {
                 for (pending, item) in batch.drain(..).zip(items) {
                     let _ = pending.reply.send(Ok(item));
@@ -70,6 +76,7 @@ async fn run(writer: SqlitePool, mut receiver: mpsc::Receiver<Pending>) {
                     let result = write(&writer, std::slice::from_ref(&pending))
                         .await
                         .map(|mut items| items.remove(0));
+                    cache.items_changed();
                     let _ = pending.reply.send(result);
                 }
             }

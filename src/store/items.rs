@@ -90,6 +90,13 @@ pub async fn insert(db: &Db, item: NewItem, respond: Respond) -> StoreResult<Ite
 }
 
 pub async fn find(db: &Db, id: i64) -> StoreResult<Option<Item>> {
+    let cache = db.cache();
+    let tag = cache.map(|cache| cache.generation());
+    if let (Some(cache), Some(tag)) = (cache, tag)
+        && let Some(item) = cache.item(id, tag)
+    {
+        return Ok(item);
+    }
     let sql = "select id, name, description, price, quantity, owner_id, version, created_at, updated_at \
                from items where id = $1";
     let item = with_reader!(db, |pool| {
@@ -98,11 +105,21 @@ pub async fn find(db: &Db, id: i64) -> StoreResult<Option<Item>> {
             .fetch_optional(pool)
             .await?
     });
+    if let (Some(cache), Some(tag)) = (cache, tag) {
+        cache.put_item(id, tag, item.clone());
+    }
     Ok(item)
 }
 
 /// Up to `limit` items with ids above `after`, in id order.
 pub async fn page(db: &Db, after: i64, limit: i64) -> StoreResult<Vec<Item>> {
+    let cache = db.cache();
+    let tag = cache.map(|cache| cache.generation());
+    if let (Some(cache), Some(tag)) = (cache, tag)
+        && let Some(items) = cache.page(after, limit, tag)
+    {
+        return Ok(items);
+    }
     let sql = "select id, name, description, price, quantity, owner_id, version, created_at, updated_at \
                from items where id > $1 order by id limit $2";
     let items = with_reader!(db, |pool| {
@@ -112,11 +129,21 @@ pub async fn page(db: &Db, after: i64, limit: i64) -> StoreResult<Vec<Item>> {
             .fetch_all(pool)
             .await?
     });
+    if let (Some(cache), Some(tag)) = (cache, tag) {
+        cache.put_page(after, limit, tag, items.clone());
+    }
     Ok(items)
 }
 
 /// The newest `limit` items, newest first.
 pub async fn newest(db: &Db, limit: i64) -> StoreResult<Vec<ItemSummary>> {
+    let cache = db.cache();
+    let tag = cache.map(|cache| cache.generation());
+    if let (Some(cache), Some(tag)) = (cache, tag)
+        && let Some(items) = cache.newest(limit, tag)
+    {
+        return Ok(items);
+    }
     let sql = "select id, name from items order by id desc limit $1";
     let items = with_reader!(db, |pool| {
         sqlx::query_as::<_, ItemSummary>(sql)
@@ -124,6 +151,9 @@ pub async fn newest(db: &Db, limit: i64) -> StoreResult<Vec<ItemSummary>> {
             .fetch_all(pool)
             .await?
     });
+    if let (Some(cache), Some(tag)) = (cache, tag) {
+        cache.put_newest(limit, tag, items.clone());
+    }
     Ok(items)
 }
 
@@ -148,9 +178,10 @@ pub async fn update(
             .bind(id)
             .bind(version)
             .fetch_optional(pool)
-            .await?
+            .await
     });
-    Ok(item)
+    db.items_changed();
+    Ok(item?)
 }
 
 /// Deletes the item if it is still at `version`; false when it is not (or is gone).
@@ -161,8 +192,9 @@ pub async fn delete(db: &Db, id: i64, version: i64) -> StoreResult<bool> {
             .bind(id)
             .bind(version)
             .execute(pool)
-            .await?
-            .rows_affected()
+            .await
+            .map(|done| done.rows_affected())
     });
-    Ok(deleted > 0)
+    db.items_changed();
+    Ok(deleted? > 0)
 }

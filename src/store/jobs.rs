@@ -272,7 +272,9 @@ pub async fn commit_chunk(
                 }
                 query.execute(&mut *tx).await?;
             }
-            tx.commit().await?;
+            let committed = tx.commit().await;
+            sqlite.cache.items_changed();
+            committed?;
         }
         Db::Postgres(pool) => {
             let mut tx = pool.begin().await?;

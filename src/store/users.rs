@@ -53,6 +53,7 @@ pub async fn insert(
             .fetch_one(pool)
             .await
     });
+    db.users_changed();
     match result {
         Ok(user) => Ok(Registration::Created(user)),
         Err(error) if is_unique_violation(&error) => Ok(Registration::EmailTaken),
@@ -73,12 +74,18 @@ pub async fn upsert_admin(db: &Db, email: &Email, password_hash: &str) -> StoreR
             .bind(password_hash)
             .bind(Utc::now())
             .fetch_one(pool)
-            .await?
+            .await
     });
-    Ok(user)
+    db.users_changed();
+    Ok(user?)
 }
 
 pub async fn find(db: &Db, id: i64) -> StoreResult<Option<User>> {
+    let cache = db.cache();
+    if let Some(user) = cache.and_then(|cache| cache.user(id)) {
+        return Ok(Some(user));
+    }
+    let tag = cache.map(|cache| cache.user_generation());
     let sql = "select id, email, full_name, role, created_at from users where id = $1";
     let user = with_reader!(db, |pool| {
         sqlx::query_as::<_, User>(sql)
@@ -86,6 +93,9 @@ pub async fn find(db: &Db, id: i64) -> StoreResult<Option<User>> {
             .fetch_optional(pool)
             .await?
     });
+    if let (Some(cache), Some(tag), Some(user)) = (cache, tag, &user) {
+        cache.put_user(tag, user.clone());
+    }
     Ok(user)
 }
 
@@ -108,8 +118,12 @@ pub async fn delete(db: &Db, id: i64) -> StoreResult<bool> {
         sqlx::query(sql)
             .bind(id)
             .execute(pool)
-            .await?
-            .rows_affected()
+            .await
+            .map(|done| done.rows_affected())
     });
-    Ok(deleted > 0)
+    // Synchronously, before the answer: the user's token stops working at once, and the
+    // cascade removed their items.
+    db.users_changed();
+    db.items_changed();
+    Ok(deleted? > 0)
 }

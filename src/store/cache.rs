@@ -1,0 +1,244 @@
+//! A read cache for the SQLite backend (SQLite is single-process by design, so every write to
+//! items goes through this process; PostgreSQL deployments are multi-process and get none).
+//!
+//! Items: one global *generation*, bumped after every committed write that touches items
+//! (creation incl. group commits, update, delete, import chunks, user deletion by cascade).
+//! A reader takes the generation *before* its query and tags the result with it; a cached
+//! value is served only while the generation is still that tag. A write acknowledged to its
+//! client has already bumped the generation, so no read that starts after it can see a
+//! value read before it: reads are never stale in-process.
+//!
+//! Users (the `AuthUser` lookup on every authenticated request): cached by id, dropped
+//! synchronously on every user write in this process, and kept at most [`USER_TTL`] because
+//! `larder admin create` may change a user from another process.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use super::items::{Item, ItemSummary};
+use super::users::User;
+
+/// The most entries one map holds; past that it is cleared (cheap, and rare).
+const MAX_ENTRIES: usize = 16_384;
+/// The most page entries (each holds up to 101 items).
+const MAX_PAGES: usize = 256;
+/// How long a cached user is trusted without being read again.
+pub const USER_TTL: Duration = Duration::from_secs(2);
+
+/// A map of values tagged with the generation they were read at.
+#[derive(Debug)]
+struct Tagged<K, V> {
+    entries: Mutex<HashMap<K, (u64, V)>>,
+    max: usize,
+}
+
+impl<K: Eq + Hash, V: Clone> Tagged<K, V> {
+    fn new(max: usize) -> Self {
+        Tagged {
+            entries: Mutex::new(HashMap::new()),
+            max,
+        }
+    }
+
+    fn get(&self, key: &K, generation: u64) -> Option<V> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        match entries.get(key) {
+            Some((tag, value)) if *tag == generation => Some(value.clone()),
+            _ => None,
+        }
+    }
+
+    fn put(&self, key: K, tag: u64, value: V, current: u64) {
+        // Read before a write that has already landed: never worth keeping.
+        if tag != current {
+            return;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= self.max {
+            // Old generations first; if that is not enough, everything.
+            entries.retain(|_, (t, _)| *t == current);
+            if entries.len() >= self.max {
+                entries.clear();
+            }
+        }
+        entries.insert(key, (tag, value));
+    }
+}
+
+#[derive(Debug)]
+pub struct ReadCache {
+    generation: AtomicU64,
+    items: Tagged<i64, Option<Item>>,
+    pages: Tagged<(i64, i64), Vec<Item>>,
+    newest: Tagged<i64, Vec<ItemSummary>>,
+    /// Bumped on every user write, so a lookup that raced a deletion is not kept.
+    user_generation: AtomicU64,
+    users: Mutex<HashMap<i64, (u64, Instant, User)>>,
+}
+
+impl Default for ReadCache {
+    fn default() -> Self {
+        ReadCache {
+            generation: AtomicU64::new(0),
+            items: Tagged::new(MAX_ENTRIES),
+            pages: Tagged::new(MAX_PAGES),
+            newest: Tagged::new(64),
+            user_generation: AtomicU64::new(0),
+            users: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl ReadCache {
+    /// The item generation, to take before a query whose result may be cached.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Call after every committed write that touches items (before answering its client).
+    pub fn items_changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn item(&self, id: i64, generation: u64) -> Option<Option<Item>> {
+        self.items.get(&id, generation)
+    }
+
+    pub fn put_item(&self, id: i64, tag: u64, item: Option<Item>) {
+        self.items.put(id, tag, item, self.generation());
+    }
+
+    pub fn page(&self, after: i64, limit: i64, generation: u64) -> Option<Vec<Item>> {
+        self.pages.get(&(after, limit), generation)
+    }
+
+    pub fn put_page(&self, after: i64, limit: i64, tag: u64, items: Vec<Item>) {
+        self.pages
+            .put((after, limit), tag, items, self.generation());
+    }
+
+    pub fn newest(&self, limit: i64, generation: u64) -> Option<Vec<ItemSummary>> {
+        self.newest.get(&limit, generation)
+    }
+
+    pub fn put_newest(&self, limit: i64, tag: u64, items: Vec<ItemSummary>) {
+        self.newest.put(limit, tag, items, self.generation());
+    }
+
+    /// The user generation, to take before a user query whose result may be cached.
+    pub fn user_generation(&self) -> u64 {
+        self.user_generation.load(Ordering::Acquire)
+    }
+
+    pub fn user(&self, id: i64) -> Option<User> {
+        let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        let (tag, at, user) = users.get(&id)?;
+        (*tag == self.user_generation() && at.elapsed() < USER_TTL).then(|| user.clone())
+    }
+
+    /// Keeps a user that exists (a missing one is not cached: it may be created any time).
+    pub fn put_user(&self, tag: u64, user: User) {
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        // Checked under the lock, which `users_changed` also takes: a write that lands
+        // after this check removes the entry again.
+        if tag != self.user_generation() {
+            return;
+        }
+        if users.len() >= MAX_ENTRIES {
+            users.clear();
+        }
+        users.insert(user.id, (tag, Instant::now(), user));
+    }
+
+    /// Call after every committed write to users (before answering its client).
+    pub fn users_changed(&self) {
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        self.user_generation.fetch_add(1, Ordering::AcqRel);
+        users.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+
+    fn item(id: i64, version: i64) -> Item {
+        Item {
+            id,
+            name: "jam".into(),
+            description: None,
+            price: 1.0,
+            quantity: 1,
+            owner_id: 1,
+            version,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    fn user(id: i64) -> User {
+        User {
+            id,
+            email: "ann@example.com".into(),
+            full_name: None,
+            role: "user".into(),
+            created_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_write_invalidates_every_item_read_before_it() {
+        let cache = ReadCache::default();
+        let tag = cache.generation();
+        cache.put_item(1, tag, Some(item(1, 1)));
+        cache.put_page(0, 21, tag, vec![item(1, 1)]);
+        cache.put_newest(20, tag, vec![]);
+        assert_eq!(
+            cache.item(1, cache.generation()).unwrap().unwrap().version,
+            1
+        );
+        cache.items_changed();
+        let now = cache.generation();
+        assert!(cache.item(1, now).is_none());
+        assert!(cache.page(0, 21, now).is_none());
+        assert!(cache.newest(20, now).is_none());
+    }
+
+    #[test]
+    fn a_value_read_before_a_concurrent_write_is_not_kept() {
+        let cache = ReadCache::default();
+        let tag = cache.generation();
+        // The query ran, then a write committed, then the reader tries to keep its result.
+        cache.items_changed();
+        cache.put_item(1, tag, Some(item(1, 1)));
+        assert!(cache.item(1, cache.generation()).is_none());
+        assert!(cache.item(1, tag).is_none());
+    }
+
+    #[test]
+    fn users_are_dropped_on_change_and_a_racing_lookup_is_not_kept() {
+        let cache = ReadCache::default();
+        cache.put_user(cache.user_generation(), user(7));
+        assert!(cache.user(7).is_some());
+        cache.users_changed();
+        assert!(cache.user(7).is_none());
+        let tag = cache.user_generation();
+        cache.users_changed();
+        cache.put_user(tag, user(7));
+        assert!(cache.user(7).is_none());
+    }
+
+    #[test]
+    fn the_size_is_bounded() {
+        let cache = ReadCache::default();
+        let tag = cache.generation();
+        for id in 0..(MAX_ENTRIES as i64 * 2) {
+            cache.put_item(id, tag, None);
+        }
+        assert!(cache.items.entries.lock().unwrap().len() <= MAX_ENTRIES);
+    }
+}
