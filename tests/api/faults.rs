@@ -314,13 +314,6 @@ async fn postgres_processes_share_users_and_tokens() {
     let item = first
         .create_item(&user, json!({"name": "shared", "price": 1}))
         .await;
-    let seen: Value = second
-        .get(&format!("/items/{}", item["id"]))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let seen: Value = second.get_json(&format!("/items/{}", item["id"])).await;
     assert_eq!(seen, item);
 }

@@ -226,6 +226,17 @@ impl TestApp {
         self.client.get(self.url(path))
     }
 
+    /// GETs `path` anonymously and decodes the JSON answer.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.get(path)
+            .send()
+            .await
+            .expect("the server answers")
+            .json()
+            .await
+            .expect("a JSON body")
+    }
+
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
         self.client.post(self.url(path))
     }

@@ -89,14 +89,7 @@ async fn every_invalid_field_is_reported_and_nothing_is_coerced(backend: Backend
         let expected: Vec<Value> = fields.iter().map(|f| json!(["body", f])).collect();
         assert_eq!(error_locs(&problem), expected, "{body}");
     }
-    let page: Value = app
-        .get("/items")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = app.get_json("/items").await;
     assert_eq!(page["items"], json!([]));
 }
 
@@ -180,7 +173,7 @@ async fn writes_need_a_token_and_the_owner(backend: Backend) {
         .await
         .unwrap();
     assert_problem(response, StatusCode::FORBIDDEN, None).await;
-    let unchanged: Value = app.get(&path).send().await.unwrap().json().await.unwrap();
+    let unchanged: Value = app.get_json(&path).await;
     assert_eq!(unchanged, item);
     // An admin may change anyone's item.
     let response = app
@@ -270,7 +263,7 @@ async fn put_replaces_and_patch_merges(backend: Backend) {
         error_locs(&problem),
         vec![json!(["body", "name"]), json!(["body", "price"])]
     );
-    let current: Value = app.get(&path).send().await.unwrap().json().await.unwrap();
+    let current: Value = app.get_json(&path).await;
     assert_eq!(current["version"], 4);
 }
 
@@ -320,7 +313,7 @@ async fn stale_if_match_is_412_and_changes_nothing(backend: Backend) {
         .await
         .unwrap();
     assert_problem(response, StatusCode::PRECONDITION_FAILED, None).await;
-    let current: Value = app.get(&path).send().await.unwrap().json().await.unwrap();
+    let current: Value = app.get_json(&path).await;
     assert_eq!(
         (
             current["name"].clone(),
@@ -373,7 +366,7 @@ async fn racing_updates_with_one_tag_give_one_200_and_one_412(backend: Backend) 
             3,
             "{statuses:?}"
         );
-        let current: Value = app.get(&path).send().await.unwrap().json().await.unwrap();
+        let current: Value = app.get_json(&path).await;
         assert_eq!(current["version"], 2);
     }
 }
@@ -417,14 +410,7 @@ async fn pages_follow_the_cursor_in_id_order(backend: Backend) {
                 .unwrap(),
         );
     }
-    let first: Value = app
-        .get("/items")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let first: Value = app.get_json("/items").await;
     assert_eq!(first["items"].as_array().unwrap().len(), 20);
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
@@ -433,7 +419,7 @@ async fn pages_follow_the_cursor_in_id_order(backend: Backend) {
             Some(cursor) => format!("/items?limit=7&cursor={cursor}"),
             None => "/items?limit=7".to_string(),
         };
-        let page: Value = app.get(&path).send().await.unwrap().json().await.unwrap();
+        let page: Value = app.get_json(&path).await;
         seen.extend(
             page["items"]
                 .as_array()
@@ -496,14 +482,7 @@ async fn idempotency_keys_replay_the_first_answer(backend: Backend) {
         assert_eq!(second.headers()["etag"], first_headers["etag"]);
         assert_eq!(second.bytes().await.unwrap(), first_body);
     }
-    let page: Value = app
-        .get("/items")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = app.get_json("/items").await;
     assert_eq!(page["items"].as_array().unwrap().len(), 2);
     // Keys are per user: another user's identical key creates their own item.
     let other = app.user().await;
@@ -595,14 +574,7 @@ async fn concurrent_idempotent_posts_create_one_item(backend: Backend) {
     }
     assert!(!bodies.is_empty());
     assert!(bodies.iter().all(|body| body == &bodies[0]));
-    let page: Value = app
-        .get("/items")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = app.get_json("/items").await;
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
 }
 
@@ -647,14 +619,7 @@ async fn idempotent_replays_survive_a_restart(backend: Backend) {
         assert_eq!(replay.status(), StatusCode::CREATED);
         assert_eq!(replay.bytes().await.unwrap(), first_body);
     }
-    let page: Value = app
-        .get("/items")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = app.get_json("/items").await;
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
 }
 
@@ -670,14 +635,7 @@ async fn hostile_strings_are_stored_verbatim_or_refused(backend: Backend) {
         let item = app
             .create_item(&user, json!({"name": name, "price": 1}))
             .await;
-        let read: Value = app
-            .get(&format!("/items/{}", item["id"]))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let read: Value = app.get_json(&format!("/items/{}", item["id"])).await;
         assert_eq!(read["name"], name);
     }
     let response = app
@@ -695,13 +653,6 @@ async fn hostile_strings_are_stored_verbatim_or_refused(backend: Backend) {
         .await
         .unwrap();
     assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY, None).await;
-    let page: Value = app
-        .get("/items?limit=100")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = app.get_json("/items?limit=100").await;
     assert_eq!(page["items"].as_array().unwrap().len(), 4);
 }

@@ -159,14 +159,7 @@ async fn import_succeeds_and_reports_each_row(backend: Backend) {
     let first: Value = first.json().await.unwrap();
     assert_eq!(first["name"], "jam-0");
     assert_eq!(first["owner_id"], user.id);
-    let second: Value = app
-        .get(&format!("/items/{}", created[1]))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let second: Value = app.get_json(&format!("/items/{}", created[1])).await;
     assert_eq!(second["name"], "jam-2");
     assert_eq!(item_rows(&app.database_url, id).await, (2498, 2498));
 
@@ -597,14 +590,7 @@ async fn metrics_and_openapi_describe_the_queue(backend: Backend) {
     assert!(metrics.contains(r#"jobs{status="succeeded"}"#), "{metrics}");
     assert!(metrics.contains("job_duration_seconds"), "{metrics}");
 
-    let openapi: Value = app
-        .get("/openapi.json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let openapi: Value = app.get_json("/openapi.json").await;
     let statuses = |path: &str, method: &str| -> Vec<String> {
         let mut codes: Vec<String> = openapi["paths"][path][method]["responses"]
             .as_object()

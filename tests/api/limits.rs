@@ -382,14 +382,7 @@ async fn a_hung_redis_does_not_hold_requests_up(backend: Backend) {
 
 async fn openapi_documents_every_status_and_limit_header(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let spec: Value = app
-        .get("/openapi.json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let spec: Value = app.get_json("/openapi.json").await;
     let statuses = |operation: &Value| -> Vec<String> {
         operation["responses"]
             .as_object()

@@ -44,14 +44,7 @@ fn concrete(path: &str) -> String {
 async fn every_route_is_documented_and_every_documented_route_exists(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let user = app.user().await;
-    let spec: Value = app
-        .get("/openapi.json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let spec: Value = app.get_json("/openapi.json").await;
     let mut documented = BTreeSet::new();
     for (path, item) in spec["paths"].as_object().unwrap() {
         for (method, operation) in item.as_object().unwrap() {
