@@ -1,6 +1,6 @@
 """Import throughput (100k items) and POST /items latency during the import.
 
-Usage: python3 tools/measure_import.py target/release/larder [postgres://...]  (ROWS=100000 by default)
+Usage: python3 bench/measure_import.py target/release/larder [postgres://...]  (ROWS=100000 by default)
 """
 import http.client, json, os, subprocess, sys, tempfile, threading, time, statistics, datetime, socket
 
