@@ -9,7 +9,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::Router;
 use clap::Parser;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -200,7 +199,7 @@ fn read_or_create_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
 /// A built server: bound to its port, state ready, background tasks running.
 pub struct Application {
     listener: TcpListener,
-    router: Router,
+    service: crate::http::HttpService,
     state: AppState,
     address: SocketAddr,
     background: Vec<JoinHandle<()>>,
@@ -243,10 +242,10 @@ impl Application {
         let stop = CancellationToken::new();
         let mut background = vec![tokio::spawn(housekeeping(state.clone(), stop.clone()))];
         background.extend(start_jobs(&state, &stop));
-        let router = crate::http::router(state.clone());
+        let service = crate::http::service(state.clone());
         Ok(Application {
             listener,
-            router,
+            service,
             state,
             address,
             background,
@@ -275,7 +274,7 @@ impl Application {
         let header_timeout = Duration::from_secs(self.state.settings.header_timeout);
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let server =
-            crate::http::server::serve(self.listener, self.router, header_timeout, async move {
+            crate::http::server::serve(self.listener, self.service, header_timeout, async move {
                 shutdown.await;
                 let _ = stopping_tx.send(());
             });

@@ -36,7 +36,7 @@ pub fn metrics() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            PrometheusBuilder::new()
+            let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(
                     Matcher::Suffix("duration_seconds".to_string()),
                     &[
@@ -46,7 +46,26 @@ pub fn metrics() -> PrometheusHandle {
                 )
                 .expect("bucket list is not empty")
                 .install_recorder()
-                .expect("the Prometheus recorder is installed once")
+                .expect("the Prometheus recorder is installed once");
+            spawn_upkeep(handle.clone());
+            handle
         })
         .clone()
+}
+
+/// Histogram samples wait in the recorder until an upkeep folds them into the buckets; with
+/// no upkeep but the one a `/metrics` scrape runs, an unscraped server would keep every
+/// sample (about 20 bytes per request, without bound). A plain thread, so it outlives any
+/// one tokio runtime (the tests start many).
+fn spawn_upkeep(handle: PrometheusHandle) {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+    std::thread::Builder::new()
+        .name("metrics-upkeep".to_string())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(EVERY);
+                handle.run_upkeep();
+            }
+        })
+        .expect("the metrics upkeep thread starts");
 }

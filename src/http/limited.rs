@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
@@ -16,6 +16,9 @@ use crate::domain::fields::not_an_object;
 use crate::limits::{self, Decision};
 use crate::state::AppState;
 use crate::store::items::{self, ItemSummary};
+
+/// The header naming the rate-limited client.
+const CLIENT: HeaderName = HeaderName::from_static("client");
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -94,7 +97,7 @@ pub async fn validate(JsonValue(body): JsonValue) -> ApiResult<Json<Valid>> {
     ))]
 pub async fn api_data(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
     let spec = &state.settings.rate_limit;
-    let Some(client) = headers.get("client") else {
+    let Some(client) = headers.get(&CLIENT) else {
         // Every answer of a limited route states the policy; a request without a client is
         // counted against nobody, so it reports a whole quota.
         let untouched = Decision {

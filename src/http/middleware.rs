@@ -1,23 +1,28 @@
 //! The request context around every handler: request id, timeout, problem bodies for every
 //! error answer, `OPTIONS`, security headers, the access log line and the request metrics.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
 
 use super::error::{ApiError, PROBLEM_JSON, Problem, problem_for_status, render_problem};
+use super::head_guard::FRAMING_ERROR_HEADER;
 
-pub const REQUEST_ID: &str = "x-request-id";
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The request id to use: the client's if it is 1–128 visible ASCII characters, else a new one.
 fn request_id(headers: &HeaderMap) -> HeaderValue {
-    if let Some(value) = headers.get(REQUEST_ID) {
+    if let Some(value) = headers.get(&REQUEST_ID) {
         let bytes = value.as_bytes();
         if !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(|b| b.is_ascii_graphic()) {
             return value.clone();
@@ -39,94 +44,247 @@ impl RouteTemplate {
     }
 }
 
-/// Inside the router: copies the matched route template onto the response.
-pub async fn record_route(matched: Option<MatchedPath>, request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
-    if let Some(matched) = matched {
-        response.extensions_mut().insert(RouteTemplate(matched));
+/// Inside the router: copies the matched route template onto the response, for the metrics
+/// the request context records outside the router.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RecordRouteLayer;
+
+impl<S> Layer<S> for RecordRouteLayer {
+    type Service = RecordRoute<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RecordRoute { inner }
     }
-    response
+}
+
+#[derive(Clone, Debug)]
+pub struct RecordRoute<S> {
+    inner: S,
+}
+
+impl<S, B> Service<Request> for RecordRoute<S>
+where
+    S: Service<Request, Response = axum::http::Response<B>>,
+{
+    type Response = axum::http::Response<B>;
+    type Error = S::Error;
+    type Future = RecordRouteFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let matched = request.extensions().get::<MatchedPath>().cloned();
+        RecordRouteFuture {
+            inner: self.inner.call(request),
+            matched,
+        }
+    }
+}
+
+pin_project! {
+    pub struct RecordRouteFuture<F> {
+        #[pin]
+        inner: F,
+        matched: Option<MatchedPath>,
+    }
+}
+
+impl<F, B, E> Future for RecordRouteFuture<F>
+where
+    F: Future<Output = Result<axum::http::Response<B>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = ready!(this.inner.poll(cx))?;
+        if let Some(matched) = this.matched.take() {
+            response.extensions_mut().insert(RouteTemplate(matched));
+        }
+        Poll::Ready(Ok(response))
+    }
 }
 
 /// The request metrics of one (method, route, status): the counter and the route's
 /// histogram, registered once and reused, so counting a request allocates nothing.
-#[derive(Clone)]
 struct RequestMetrics {
     requests: metrics::Counter,
     duration: metrics::Histogram,
 }
 
-/// Per route template, per (method, status). Routes and statuses are few; methods beyond
-/// the standard ones are not kept (a client could send any number of them).
-type MetricHandles = HashMap<String, HashMap<(Method, u16), RequestMetrics>>;
-
-fn request_metrics(method: &Method, route: &str, status: StatusCode) -> RequestMetrics {
-    static HANDLES: OnceLock<Mutex<MetricHandles>> = OnceLock::new();
-    let handles = HANDLES.get_or_init(Default::default);
-    let key = (method.clone(), status.as_u16());
-    if let Some(found) = handles
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(route)
-        .and_then(|by_key| by_key.get(&key))
-    {
-        return found.clone();
-    }
-    let made = RequestMetrics {
-        requests: metrics::counter!(
-            "http_requests_total",
-            "method" => method.to_string(),
-            "route" => route.to_string(),
-            "status" => status.as_u16().to_string()
-        ),
-        duration: metrics::histogram!("http_request_duration_seconds", "route" => route.to_string()),
-    };
-    let standard = matches!(
-        *method,
-        Method::GET
-            | Method::HEAD
-            | Method::POST
-            | Method::PUT
-            | Method::PATCH
-            | Method::DELETE
-            | Method::OPTIONS
-            | Method::TRACE
-            | Method::CONNECT
-    );
-    if standard {
-        let mut handles = handles.lock().unwrap_or_else(|e| e.into_inner());
-        if handles.len() < 1024 {
-            handles
-                .entry(route.to_string())
-                .or_default()
-                .insert(key, made.clone());
+impl RequestMetrics {
+    fn register(method: &Method, route: &str, status: StatusCode) -> Self {
+        RequestMetrics {
+            requests: metrics::counter!(
+                "http_requests_total",
+                "method" => method.to_string(),
+                "route" => route.to_string(),
+                "status" => status.as_u16().to_string()
+            ),
+            duration: metrics::histogram!(
+                "http_request_duration_seconds",
+                "route" => route.to_string()
+            ),
         }
     }
-    made
 }
 
-/// How long a handler may run before the request is answered 503.
+/// Per route template, per (method, status). Routes and statuses are few; methods beyond
+/// the standard ones are not kept (a client could send any number of them).
+type MetricHandles = HashMap<Box<str>, HashMap<(Method, u16), RequestMetrics, FastHash>, FastHash>;
+type FastHash = foldhash::fast::RandomState;
+
+/// Counts one answered request. The handles are cached per worker thread: no lock and no
+/// shared reference count is touched on the way to the (atomic) counter and histogram.
+fn record_request(method: &Method, route: &str, status: StatusCode, latency: Duration) {
+    thread_local! {
+        static HANDLES: RefCell<MetricHandles> = RefCell::new(MetricHandles::default());
+    }
+    let key = (method.clone(), status.as_u16());
+    HANDLES.with_borrow_mut(|handles| {
+        if let Some(found) = handles.get(route).and_then(|by_key| by_key.get(&key)) {
+            found.requests.increment(1);
+            found.duration.record(latency.as_secs_f64());
+            return;
+        }
+        let made = RequestMetrics::register(method, route, status);
+        made.requests.increment(1);
+        made.duration.record(latency.as_secs_f64());
+        let standard = matches!(
+            *method,
+            Method::GET
+                | Method::HEAD
+                | Method::POST
+                | Method::PUT
+                | Method::PATCH
+                | Method::DELETE
+                | Method::OPTIONS
+                | Method::TRACE
+                | Method::CONNECT
+        );
+        if standard && handles.len() < 1024 {
+            handles.entry(route.into()).or_default().insert(key, made);
+        }
+    });
+}
+
+/// Outside the router, around every request: the request id, the timeout (503), problem
+/// bodies for every error answer, `OPTIONS`, the security headers, the access log line and
+/// the request metrics. A plain tower layer with its own future, not `from_fn`: this runs on
+/// every request, and `from_fn` boxes a clone of the whole inner service each time.
 #[derive(Clone, Copy, Debug)]
-pub struct RequestTimeout(pub Duration);
+pub struct RequestContextLayer {
+    /// How long a handler may run before the request is answered 503.
+    pub timeout: Duration,
+}
 
-pub async fn request_context(
-    State(timeout): State<RequestTimeout>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let id = request_id(request.headers());
-    let method = request.method().clone();
-    // A clone of the URI shares its bytes: no copy of the path per request.
-    let uri = request.uri().clone();
+impl<S> Layer<S> for RequestContextLayer {
+    type Service = RequestContext<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestContext {
+            inner,
+            timeout: self.timeout,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RequestContext<S> {
+    inner: S,
+    timeout: Duration,
+}
+
+/// What the request context keeps of a request until its answer is ready.
+struct Started {
+    at: Instant,
+    id: HeaderValue,
+    method: Method,
+    /// A clone of the URI shares its bytes: no copy of the path per request.
+    uri: axum::http::Uri,
+    authenticated: bool,
+}
+
+impl<S> Service<Request> for RequestContext<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = RequestContextFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let started = Started {
+            at: Instant::now(),
+            id: request_id(request.headers()),
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            authenticated: request.headers().contains_key(header::AUTHORIZATION),
+        };
+        let refused = request
+            .headers()
+            .get(&FRAMING_ERROR_HEADER)
+            .map(|reason| ambiguous_framing(reason).into_response());
+        let inner = match refused {
+            Some(_) => None,
+            None => Some(tokio::time::timeout(self.timeout, self.inner.call(request))),
+        };
+        RequestContextFuture {
+            inner,
+            refused,
+            started: Some(started),
+        }
+    }
+}
+
+pin_project! {
+    pub struct RequestContextFuture<F> {
+        #[pin]
+        inner: Option<tokio::time::Timeout<F>>,
+        refused: Option<Response>,
+        started: Option<Started>,
+    }
+}
+
+impl<F: Future<Output = Result<Response, Infallible>>> Future for RequestContextFuture<F> {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = match this.inner.as_pin_mut() {
+            Some(inner) => match ready!(inner.poll(cx)) {
+                Ok(Ok(response)) => response,
+                Err(_) => ApiError::unavailable("Request timed out").into_response(),
+            },
+            None => this
+                .refused
+                .take()
+                .unwrap_or_else(|| ApiError::internal().into_response()),
+        };
+        let started = this
+            .started
+            .take()
+            .expect("a request-context future is not polled after it is done");
+        Poll::Ready(Ok(finish(response, started)))
+    }
+}
+
+/// Everything the request context does to an answer on its way out.
+fn finish(mut response: Response, started: Started) -> Response {
+    let Started {
+        at,
+        id,
+        method,
+        uri,
+        authenticated,
+    } = started;
     let path = uri.path();
-    let authenticated = request.headers().contains_key(header::AUTHORIZATION);
-
-    let mut response = match tokio::time::timeout(timeout.0, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::unavailable("Request timed out").into_response(),
-    };
-
     if method == Method::OPTIONS && response.status() == StatusCode::METHOD_NOT_ALLOWED {
         response = options_answer(response.headers());
     } else if response.status() == StatusCode::METHOD_NOT_ALLOWED {
@@ -138,7 +296,6 @@ pub async fn request_context(
     }
 
     let headers = response.headers_mut();
-    headers.insert(REQUEST_ID, id.clone());
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -147,14 +304,12 @@ pub async fn request_context(
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
 
-    let latency = started.elapsed();
+    let latency = at.elapsed();
     let route = response
         .extensions()
         .get::<RouteTemplate>()
         .map_or("unmatched", RouteTemplate::as_str);
-    let metrics = request_metrics(&method, route, status);
-    metrics.requests.increment(1);
-    metrics.duration.record(latency.as_secs_f64());
+    record_request(&method, route, status, latency);
     tracing::info!(
         target: "larder::access",
         method = %method,
@@ -164,7 +319,22 @@ pub async fn request_context(
         request_id = id.to_str().unwrap_or(""),
         "request"
     );
+    response.headers_mut().insert(REQUEST_ID, id);
     response
+}
+
+/// A head the framing guard neutralised: refused, and the connection closed after the answer,
+/// since what follows on it cannot be trusted to start a request.
+fn ambiguous_framing(reason: &HeaderValue) -> ApiError {
+    let detail = match reason.as_bytes() {
+        b"content-length-and-transfer-encoding" => {
+            "A request may not carry both Content-Length and Transfer-Encoding"
+        }
+        b"conflicting-content-length" => "The request carries differing Content-Length values",
+        _ => "The request's framing is ambiguous",
+    };
+    ApiError::new(StatusCode::BAD_REQUEST, detail)
+        .with_header(header::CONNECTION, HeaderValue::from_static("close"))
 }
 
 fn is_problem(headers: &HeaderMap) -> bool {

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod conditional;
 pub mod error;
 pub mod extract;
+pub mod head_guard;
 pub mod idempotency;
 pub mod items;
 pub mod jobs;
@@ -18,14 +19,15 @@ pub mod users;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use tower::ServiceBuilder;
+use tower::util::Either;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::cors::{AllowOrigin, Cors, CorsLayer};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::state::AppState;
-use middleware::RequestTimeout;
+use middleware::{RequestContext, RequestContextLayer};
 
 /// Every documented route, with the OpenAPI document made from their annotations.
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
@@ -41,36 +43,35 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     (router, openapi)
 }
 
+/// The whole service, as the accept loop serves it (named, not boxed: a boxed service is
+/// cloned into a new allocation for every request).
+pub type HttpService = RequestContext<Either<Cors<Router>, Router>>;
+
 /// The whole service. The request-context middleware wraps the router from outside, so it
 /// also sees what the router adds last (such as the `Allow` header of a 405); an inner layer
 /// reports the matched route template for the metrics.
-pub fn router(state: AppState) -> Router {
+pub fn service(state: AppState) -> HttpService {
     let (api, openapi) = api();
     let mut routes = api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi));
     if state.settings.test_hooks {
         routes = routes.merge(test_hooks::router());
     }
-    let timeout = RequestTimeout(state.settings.request_timeout());
+    let timeout = state.settings.request_timeout();
     let cors = state.settings.cors_origins.as_deref().map(cors_layer);
     let max_body = usize::try_from(state.settings.max_body).unwrap_or(usize::MAX);
     let inner = routes
         .fallback(middleware::not_found)
         .layer(
             ServiceBuilder::new()
-                .layer(axum::middleware::from_fn(middleware::record_route))
+                .layer(middleware::RecordRouteLayer)
                 .layer(CatchPanicLayer::custom(middleware::panic_response))
                 .layer(DefaultBodyLimit::max(max_body)),
         )
         .with_state(state);
-    Router::new().fallback_service(
-        ServiceBuilder::new()
-            .layer(axum::middleware::from_fn_with_state(
-                timeout,
-                middleware::request_context,
-            ))
-            .option_layer(cors)
-            .service(inner),
-    )
+    ServiceBuilder::new()
+        .layer(RequestContextLayer { timeout })
+        .option_layer(cors)
+        .service(inner)
 }
 
 /// CORS is off unless `LARDER_CORS_ORIGINS` names origins (or `*`).

@@ -1,13 +1,13 @@
 //! The accept loop. axum's own `serve` has no timers, so a client could hold a connection
 //! forever by sending headers a byte at a time (slowloris); here every connection gets a
 //! header-read deadline and a bounded header buffer (larger headers are answered 431),
-//! and shutdown stops accepting, then lets open connections finish.
+//! and shutdown stops accepting, then lets open connections finish. Every connection's
+//! bytes pass the head guard (`head_guard`: framing and deadline) on their way to hyper.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::Request;
@@ -19,14 +19,17 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
+use super::HttpService;
+use super::head_guard::HeadGuard;
+
 /// The most header bytes read for one request (hyper answers 431 past it).
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
-/// Serves `router` on `listener` until `shutdown` completes; then waits for open
+/// Serves `service` on `listener` until `shutdown` completes; then waits for open
 /// connections to finish (the caller bounds that wait with the grace period).
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    service: HttpService,
     header_timeout: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -34,7 +37,8 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
+        // The head deadline is the head guard's (`head_guard`), not hyper's.
+        .header_read_timeout(None)
         .max_buf_size(MAX_HEADER_BYTES);
     builder
         .http2()
@@ -56,7 +60,7 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = router
+        let service = service
             .clone()
             .map_request(move |mut request: Request<Incoming>| {
                 request
@@ -65,7 +69,10 @@ pub async fn serve(
                 request.map(Body::new)
             });
         let connection = builder
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+            .serve_connection(
+                TokioIo::new(HeadGuard::new(stream, header_timeout)),
+                TowerToHyperService::new(service),
+            )
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {

@@ -8,7 +8,7 @@ pub mod redis;
 
 use std::sync::Arc;
 
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use futures::future::BoxFuture;
 
 use crate::config::{RateLimitSpec, Settings};
@@ -44,6 +44,9 @@ pub async fn from_settings(settings: &Settings) -> anyhow::Result<SharedLimiter>
     })
 }
 
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
 /// `RateLimit-Policy` and `RateLimit` for a decision under `spec`.
 pub fn headers(spec: &RateLimitSpec, decision: &Decision) -> HeaderMap {
     let mut headers = HeaderMap::new();
@@ -53,10 +56,10 @@ pub fn headers(spec: &RateLimitSpec, decision: &Decision) -> HeaderMap {
         decision.remaining, decision.reset_secs
     );
     headers.insert(
-        "ratelimit-policy",
+        RATELIMIT_POLICY,
         HeaderValue::from_str(&policy).expect("ascii"),
     );
-    headers.insert("ratelimit", HeaderValue::from_str(&state).expect("ascii"));
+    headers.insert(RATELIMIT, HeaderValue::from_str(&state).expect("ascii"));
     if !decision.allowed {
         headers.insert(
             axum::http::header::RETRY_AFTER,

@@ -13,6 +13,8 @@ both_backends!(
     slow_headers_are_cut_off,
     oversized_headers_are_431,
     conflicting_lengths_are_400,
+    length_with_encoding_is_400_and_closes,
+    idle_keep_alive_is_closed_but_slow_handlers_are_not,
     invalid_utf8_and_nul_bytes_are_4xx,
 );
 
@@ -78,19 +80,90 @@ async fn conflicting_lengths_are_400(backend: Backend) {
         let answer = read_answer(&mut stream, Duration::from_secs(5)).await;
         assert!(answer.starts_with("HTTP/1.1 400"), "{request:?} → {answer}");
     }
-    // Both framings: Transfer-Encoding wins (RFC 9112 §6.3), so the 4 bytes Content-Length
-    // claims are never read as a body and nothing is smuggled past the chunked terminator.
+}
+
+/// Splits a raw answer into its head and its body.
+fn head_and_body(answer: &str) -> (&str, &str) {
+    answer.split_once("\r\n\r\n").unwrap_or((answer, ""))
+}
+
+async fn length_with_encoding_is_400_and_closes(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let before = app.get_json("/items?limit=100").await;
+    // Both framings, in either order, after a clean request on the same connection, with a
+    // second request hidden where a Content-Length reader would see a body.
+    for framing in [
+        "content-length: 50\r\ntransfer-encoding: chunked",
+        "transfer-encoding: chunked\r\ncontent-length: 50",
+    ] {
+        let mut stream = connect(&app).await;
+        let request = format!(
+            "GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n\
+             POST /items HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n{framing}\r\n\r\n\
+             0\r\n\r\nGET /items HTTP/1.1\r\nhost: x\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let answer = read_answer(&mut stream, Duration::from_secs(5)).await;
+        let answers: Vec<&str> = answer.matches("HTTP/1.1 ").collect();
+        assert_eq!(
+            answers.len(),
+            2,
+            "exactly two answers, then the close: {answer}"
+        );
+        let (_, rest) = answer.split_once("HTTP/1.1 200").expect(&answer);
+        let second = &rest[rest.find("HTTP/1.1 ").expect(&answer)..];
+        let (head, body) = head_and_body(second);
+        assert!(head.starts_with("HTTP/1.1 400"), "{framing}: {second}");
+        let head = head.to_ascii_lowercase();
+        assert!(
+            head.contains("content-type: application/problem+json"),
+            "{head}"
+        );
+        assert!(head.contains("connection: close"), "{head}");
+        let problem: serde_json::Value = serde_json::from_str(body).expect(body);
+        assert_eq!(problem["status"], 400);
+        assert_eq!(problem["instance"], "/items");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("Content-Length and Transfer-Encoding"),
+            "{problem}"
+        );
+    }
+    // Nothing was created or changed.
+    assert_eq!(app.get_json("/items?limit=100").await, before);
+}
+
+async fn idle_keep_alive_is_closed_but_slow_handlers_are_not(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |settings| {
+        settings.header_timeout = 1;
+        settings.test_hooks = true;
+    })
+    .await;
+    // A handler that takes longer than the head deadline is answered in full.
     let mut stream = connect(&app).await;
-    let request = "POST /validate HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n";
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut buffer = vec![0u8; 4096];
-    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
+    stream
+        .write_all(b"GET /__test/sleep?ms=2500 HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
-        .unwrap()
+        .unwrap();
+    let mut buffer = vec![0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer))
+        .await
+        .expect("answered")
         .unwrap();
     let answer = String::from_utf8_lossy(&buffer[..read]).to_string();
-    assert!(answer.starts_with("HTTP/1.1 422"), "{answer}");
-    assert!(answer.contains("\"loc\":[\"body\"]"), "{answer}");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // After the answer the next head is awaited for the deadline only, then the server
+    // closes the idle connection.
+    let started = Instant::now();
+    let rest = read_answer(&mut stream, Duration::from_secs(10)).await;
+    assert!(rest.is_empty(), "{rest}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
 }
 
 async fn invalid_utf8_and_nul_bytes_are_4xx(backend: Backend) {
