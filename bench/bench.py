@@ -348,6 +348,27 @@ ROUTES = [
 ]
 
 
+def combine_rounds(rounds: list[dict[str, dict]]) -> dict:
+    """One route's rounds → per server: requests, errors and time summed, p50/p99 the
+    median over rounds; the ratio is the median of the per-round ratios."""
+    def median(values: list[float]) -> float:
+        ordered = sorted(values)
+        middle = len(ordered) // 2
+        return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+    combined: dict = {"rounds": rounds}
+    for name in ("larder", "baseline"):
+        runs = [r[name] for r in rounds]
+        merged = {key: sum(run[key] for run in runs)
+                  for key in ("requests", "duration_us", "status", "connect", "read", "write", "timeout")}
+        merged["p50_us"] = median([run["p50_us"] for run in runs])
+        merged["p99_us"] = median([run["p99_us"] for run in runs])
+        combined[name] = merged
+    combined["ratio"] = median([rps(r["larder"]) / rps(r["baseline"]) if rps(r["baseline"]) else 0.0
+                                for r in rounds])
+    return combined
+
+
 def errors_of(r: dict) -> int:
     return r["status"] + r["connect"] + r["read"] + r["write"] + r["timeout"]
 
@@ -364,7 +385,8 @@ def bench(args: argparse.Namespace) -> int:
     larder_bin, baseline_bin = binaries()
     raise_fd_limit()
     workdir = Path(tempfile.mkdtemp(prefix="larder-bench-"))
-    duration = args.duration if args.duration is not None else (2 if args.smoke else 10)
+    duration = args.duration if args.duration is not None else (2 if args.smoke else 5)
+    rounds_per_route = args.rounds if args.rounds is not None else (1 if args.smoke else 3)
     import_items = args.import_items if args.import_items is not None else (10_000 if args.smoke else 100_000)
     servers: list[Server] = []
     try:
@@ -383,16 +405,24 @@ def bench(args: argparse.Namespace) -> int:
         # Warm both (connections, caches, the allocator) before anything is measured.
         for server in (baseline, larder):
             wrk(server.url + "/healthz", 1, args.connections, args.threads, None, [], env, workdir)
-        results: dict[str, dict[str, dict]] = {}
+        results: dict[str, dict] = {}
         for route in ROUTES:
             headers = [f"Authorization: Bearer {token}"] if route.auth else []
-            results[route.key] = {}
-            for server in (baseline, larder):  # alternate: baseline then larder, per route
-                log(f"{route.label:<22} {server.name:<8} {duration} s at {args.connections} connections")
-                results[route.key][server.name] = wrk(server.url + route.path, duration, script=route.script,
-                                                      headers=headers, **common)
-            if not larder.alive():
-                fail(f"larder died during {route.label}:\n{larder.log_tail()}")
+            rounds: list[dict[str, dict]] = []
+            # Alternate within a route, several short rounds, each pair in the other order than
+            # the last: a drift in the machine's speed then lands on both servers alike.
+            for number in range(rounds_per_route):
+                pair = (baseline, larder) if number % 2 == 0 else (larder, baseline)
+                this_round: dict[str, dict] = {}
+                for server in pair:
+                    log(f"{route.label:<22} {server.name:<8} round {number + 1}/{rounds_per_route}, "
+                        f"{duration} s at {args.connections} connections")
+                    this_round[server.name] = wrk(server.url + route.path, duration, script=route.script,
+                                                  headers=headers, **common)
+                rounds.append(this_round)
+                if not larder.alive():
+                    fail(f"larder died during {route.label}:\n{larder.log_tail()}")
+            results[route.key] = combine_rounds(rounds)
         under_load = larder.status()
         time.sleep(1)
         idle_after = larder.status()
@@ -408,7 +438,7 @@ def bench(args: argparse.Namespace) -> int:
         report = {
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "cores": os.cpu_count(), "duration_s": duration, "connections": args.connections,
-            "threads": args.threads, "sqlite_sync": args.sqlite_sync, "results": results,
+            "threads": args.threads, "rounds": rounds_per_route, "sqlite_sync": args.sqlite_sync, "results": results,
             "rss_kib": {"idle_start": idle_start, "idle_seeded": idle_seeded, "under_load": under_load,
                         "idle_after": idle_after, "after_import": after_import},
             "import": imported,
@@ -438,7 +468,7 @@ def print_table(report: dict, smoke: bool) -> list[str]:
     for route in ROUTES:
         r = report["results"][route.key]
         lr, br = r["larder"], r["baseline"]
-        ratio = rps(lr) / rps(br) if rps(br) else 0.0
+        ratio = r["ratio"]
         goal = [f"≥ {route.target:.2f}"]
         met = ratio >= route.target
         if route.read:
@@ -471,7 +501,8 @@ def print_table(report: dict, smoke: bool) -> list[str]:
             "ratio", "target", "met"]
     out = sys.stdout
     out.write(f"\nlarder benchmark, {report['date']}, {report['cores']} cores, wrk -t{report['threads']} "
-              f"-c{report['connections']}, {report['duration_s']} s per server per route, "
+              f"-c{report['connections']}, {report['rounds']} alternating rounds of "
+              f"{report['duration_s']} s per server per route, "
               f"SQLite synchronous={report['sqlite_sync'].upper()}{' (SMOKE: numbers not meaningful)' if smoke else ''}\n\n")
     out.write("| " + " | ".join(head) + " |\n")
     out.write("|" + "|".join("---" for _ in head) + "|\n")
@@ -488,6 +519,8 @@ def print_table(report: dict, smoke: bool) -> list[str]:
     if rss.get("after_import"):
         out.write(f", peak after the import job {mib(rss['after_import'].get('VmHWM'))}")
     out.write("\n")
+    out.write("req/s = all rounds' requests over their time; p50/p99 = median over the rounds; "
+              "ratio = median of the per-round ratios.\n")
     out.write("errors = answers >= 400 + socket errors (connect, read, write, timeout); "
               "GET /api/data runs at the default LARDER_RATE_LIMIT (100/60s) over 100,000 rotating clients, "
               "so a 429 would count as an error.\n")
@@ -574,7 +607,8 @@ def main() -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("bench", help="the benchmark table")
     b.add_argument("--smoke", action="store_true", help="2 s per run and a 10,000-item import: checks the run works")
-    b.add_argument("--duration", type=float, help="seconds per server per route (default 10, smoke 2)")
+    b.add_argument("--duration", type=float, help="seconds per server per route per round (default 5, smoke 2)")
+    b.add_argument("--rounds", type=int, help="alternating rounds per route (default 3, smoke 1)")
     b.add_argument("--connections", type=int, default=64)
     b.add_argument("--threads", type=int, default=2)
     b.add_argument("--import-items", type=int, help="items in the import job (default 100,000, smoke 10,000)")

@@ -1,11 +1,18 @@
 //! Argon2id hashing on the blocking pool, so hashing never stalls the async workers.
+//!
+//! Each hash takes 19 MiB (the OWASP parameters, argon2's default) and a core for tens of
+//! milliseconds, so at most one hash per core runs at a time; the rest wait their turn.
+//! Without the bound, a burst of logins would start one blocking thread and 19 MiB per
+//! request (the blocking pool grows to 512 threads): gigabytes, for no more throughput.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use argon2::Argon2;
 use argon2::password_hash::{
     PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng,
 };
+
+use tokio::sync::Semaphore;
 
 use crate::domain::user::Password;
 
@@ -14,6 +21,26 @@ use crate::domain::user::Password;
 static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
     hash_now("larder-dummy-password-for-timing").expect("hashing a constant works")
 });
+
+/// One permit per core: the hashes that may run at once.
+static HASHING: LazyLock<Arc<Semaphore>> = LazyLock::new(|| {
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    Arc::new(Semaphore::new(cores))
+});
+
+/// Runs `work` on the blocking pool once a hashing permit is free. The permit moves into
+/// the blocking task, so a request dropped while its hash runs still holds it until the
+/// hash ends.
+async fn with_permit<T: Send + 'static>(
+    work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let permit = HASHING.clone().acquire_owned().await?;
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        work()
+    })
+    .await?
+}
 
 fn hash_now(password: &str) -> anyhow::Result<String> {
     let salt = SaltString::generate(&mut OsRng);
@@ -25,12 +52,12 @@ fn hash_now(password: &str) -> anyhow::Result<String> {
 
 pub async fn hash(password: &Password) -> anyhow::Result<String> {
     let password = password.expose().to_string();
-    tokio::task::spawn_blocking(move || hash_now(&password)).await?
+    with_permit(move || hash_now(&password)).await
 }
 
 /// Whether `password` matches `stored`; with no stored hash, does the same work and says no.
 pub async fn verify(password: String, stored: Option<String>) -> anyhow::Result<bool> {
-    tokio::task::spawn_blocking(move || {
+    with_permit(move || {
         let known = stored.is_some();
         let stored = stored.unwrap_or_else(|| DUMMY_HASH.clone());
         let parsed =
@@ -40,7 +67,7 @@ pub async fn verify(password: String, stored: Option<String>) -> anyhow::Result<
             .is_ok();
         Ok(known && matches)
     })
-    .await?
+    .await
 }
 
 /// Computes the dummy hash ahead of the first login.
@@ -51,6 +78,35 @@ pub fn warm_up() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn no_more_hashes_run_at_once_than_there_are_cores() {
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..cores * 3)
+            .map(|_| {
+                let (running, most) = (running.clone(), most.clone());
+                tokio::spawn(with_permit(move || {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(std::time::Duration::from_millis(30));
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    Ok(())
+                }))
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        // Unbounded, all of them would overlap (each sleeps on its own blocking thread).
+        let most = most.load(Ordering::SeqCst);
+        assert!(
+            most >= 1 && most <= cores,
+            "{most} at once on {cores} cores"
+        );
+    }
 
     #[tokio::test]
     async fn hashes_verify_and_unknown_users_never_match() {
