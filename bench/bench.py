@@ -386,7 +386,7 @@ def bench(args: argparse.Namespace) -> int:
     raise_fd_limit()
     workdir = Path(tempfile.mkdtemp(prefix="larder-bench-"))
     duration = args.duration if args.duration is not None else (2 if args.smoke else 5)
-    rounds_per_route = args.rounds if args.rounds is not None else (1 if args.smoke else 3)
+    rounds_per_route = args.rounds if args.rounds is not None else (1 if args.smoke else 5)
     import_items = args.import_items if args.import_items is not None else (10_000 if args.smoke else 100_000)
     servers: list[Server] = []
     try:
@@ -608,7 +608,7 @@ def main() -> int:
     b = sub.add_parser("bench", help="the benchmark table")
     b.add_argument("--smoke", action="store_true", help="2 s per run and a 10,000-item import: checks the run works")
     b.add_argument("--duration", type=float, help="seconds per server per route per round (default 5, smoke 2)")
-    b.add_argument("--rounds", type=int, help="alternating rounds per route (default 3, smoke 1)")
+    b.add_argument("--rounds", type=int, help="alternating rounds per route (default 5, smoke 1)")
     b.add_argument("--connections", type=int, default=64)
     b.add_argument("--threads", type=int, default=2)
     b.add_argument("--import-items", type=int, help="items in the import job (default 100,000, smoke 10,000)")

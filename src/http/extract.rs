@@ -11,6 +11,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::error::{ApiError, FieldError};
+use crate::state::AppState;
 
 /// The media types a JSON body may be sent as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,16 +49,43 @@ pub fn is_json_body(headers: &HeaderMap) -> bool {
     body_kind(headers) == Some(BodyKind::Json)
 }
 
-/// Reads the whole body within the route's limit: 413 past it, without buffering the rest.
-async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, ApiError> {
-    Bytes::from_request(request, state)
+/// The largest body the body extractors read (`LARDER_MAX_BODY`). Read from the state
+/// rather than set per request by `DefaultBodyLimit`, whose request extension costs every
+/// request, bodiless ones too.
+pub trait BodyLimit {
+    fn body_limit(&self) -> u64;
+}
+
+impl BodyLimit for AppState {
+    fn body_limit(&self) -> u64 {
+        self.settings.max_body
+    }
+}
+
+/// Reads the whole body within `limit` bytes: 413 past it (at once when `Content-Length`
+/// says so), without buffering the rest.
+pub async fn read_limited(request: Request, limit: u64) -> Result<Bytes, ApiError> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(ApiError::payload_too_large());
+    }
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    axum::body::to_bytes(request.into_body(), limit)
         .await
-        .map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::payload_too_large()
-            } else {
-                ApiError::new(StatusCode::BAD_REQUEST, "Could not read the request body")
+        .map_err(|error| {
+            let inner = error.into_inner();
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(inner.as_ref());
+            while let Some(error) = source {
+                if error.is::<http_body_util::LengthLimitError>() {
+                    return ApiError::payload_too_large();
+                }
+                source = error.source();
             }
+            ApiError::new(StatusCode::BAD_REQUEST, "Could not read the request body")
         })
 }
 
@@ -82,14 +110,14 @@ pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
 #[derive(Debug)]
 pub struct JsonValue(pub Value);
 
-impl<S: Send + Sync> FromRequest<S> for JsonValue {
+impl<S: BodyLimit + Send + Sync> FromRequest<S> for JsonValue {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
         if body_kind(request.headers()) != Some(BodyKind::Json) {
             return Err(ApiError::unsupported_media_type("application/json"));
         }
-        let bytes = read_body(request, state).await?;
+        let bytes = read_limited(request, state.body_limit()).await?;
         parse_json(&bytes).map(JsonValue)
     }
 }
@@ -110,7 +138,7 @@ where
 
 impl<S, T> FromRequest<S> for Body<T>
 where
-    S: Send + Sync,
+    S: BodyLimit + Send + Sync,
     T: for<'a> TryFrom<&'a Value, Error = Vec<FieldError>>,
 {
     type Rejection = ApiError;
@@ -127,7 +155,7 @@ pub struct FormOrJson<T>(pub T);
 
 impl<S, T> FromRequest<S> for FormOrJson<T>
 where
-    S: Send + Sync,
+    S: BodyLimit + Send + Sync,
     T: for<'a> TryFrom<&'a Value, Error = Vec<FieldError>>,
 {
     type Rejection = ApiError;
@@ -138,7 +166,7 @@ where
                 "application/x-www-form-urlencoded or application/json",
             )
         })?;
-        let bytes = read_body(request, state).await?;
+        let bytes = read_limited(request, state.body_limit()).await?;
         let value = match kind {
             BodyKind::Json => parse_json(&bytes)?,
             BodyKind::Form => {

@@ -23,7 +23,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::error::{ApiError, ApiResult, FieldError, ProblemBody, ValidationProblemBody};
-use super::extract::{UuidPath, is_json_body, missing_body};
+use super::extract::{UuidPath, is_json_body, missing_body, read_limited};
 use super::idempotency::{self as idem, Begin, MaybeIdempotencyKey};
 use super::items::ItemInput;
 use crate::auth::AuthUser;
@@ -124,28 +124,7 @@ async fn read_import_body(request: Request, limit: u64) -> ApiResult<Bytes> {
     if !is_json_body(request.headers()) {
         return Err(ApiError::unsupported_media_type("application/json"));
     }
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit) {
-        return Err(ApiError::payload_too_large());
-    }
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    axum::body::to_bytes(request.into_body(), limit)
-        .await
-        .map_err(|error| {
-            let inner = error.into_inner();
-            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(inner.as_ref());
-            while let Some(error) = source {
-                if error.is::<http_body_util::LengthLimitError>() {
-                    return ApiError::payload_too_large();
-                }
-                source = error.source();
-            }
-            ApiError::new(StatusCode::BAD_REQUEST, "Could not read the request body")
-        })
+    read_limited(request, limit).await
 }
 
 /// A checked `POST /process` body, borrowing from the request bytes.

@@ -17,7 +17,6 @@ pub mod test_hooks;
 pub mod users;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use tower::ServiceBuilder;
 use tower::util::Either;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -58,14 +57,12 @@ pub fn service(state: AppState) -> HttpService {
     }
     let timeout = state.settings.request_timeout();
     let cors = state.settings.cors_origins.as_deref().map(cors_layer);
-    let max_body = usize::try_from(state.settings.max_body).unwrap_or(usize::MAX);
     let inner = routes
         .fallback(middleware::not_found)
         .layer(
             ServiceBuilder::new()
                 .layer(middleware::RecordRouteLayer)
-                .layer(CatchPanicLayer::custom(middleware::panic_response))
-                .layer(DefaultBodyLimit::max(max_body)),
+                .layer(CatchPanicLayer::custom(middleware::panic_response)),
         )
         .with_state(state);
     ServiceBuilder::new()
