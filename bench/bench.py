@@ -475,7 +475,7 @@ def print_table(report: dict, smoke: bool) -> list[str]:
             goal.append("p99 ≤ 5 ms")
             met = met and lr["p99_us"] <= 5000
         rows.append([route.label, f"{rps(lr):,.0f}", ms(lr["p50_us"]), ms(lr["p99_us"]), str(errors_of(lr)),
-                     f"{rps(br):,.0f}", ms(br["p99_us"]), f"{ratio:.2f}", ", ".join(goal), "yes" if met else "**no**"])
+                     f"{rps(br):,.0f}", ms(br["p99_us"]), f"{ratio:.3f}", ", ".join(goal), "yes" if met else "**no**"])
         for name, res in (("larder", lr), ("baseline", br)):
             if res["requests"] == 0:
                 problems.append(f"{route.label}: {name} answered no requests")
