@@ -69,6 +69,21 @@ enum Walk {
     },
 }
 
+/// The marker's values: why a head's framing was refused.
+const BOTH_FRAMINGS: &str = "content-length-and-transfer-encoding";
+const CONFLICTING_LENGTHS: &str = "conflicting-content-length";
+
+/// The problem detail for a refused head, from its marker's value.
+pub fn framing_error_detail(marker: &[u8]) -> &'static str {
+    if marker == BOTH_FRAMINGS.as_bytes() {
+        "A request may not carry both Content-Length and Transfer-Encoding"
+    } else if marker == CONFLICTING_LENGTHS.as_bytes() {
+        "The request carries differing Content-Length values"
+    } else {
+        "The request's framing is ambiguous"
+    }
+}
+
 /// Why a head's framing is refused.
 fn framing_error(headers: &[httparse::Header<'_>]) -> Option<&'static str> {
     let mut lengths = headers
@@ -79,12 +94,12 @@ fn framing_error(headers: &[httparse::Header<'_>]) -> Option<&'static str> {
         .iter()
         .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
     if has_length && has_encoding {
-        return Some("content-length-and-transfer-encoding");
+        return Some(BOTH_FRAMINGS);
     }
     if let Some(first) = lengths.next()
         && lengths.any(|other| other.value.trim_ascii() != first.value.trim_ascii())
     {
-        return Some("conflicting-content-length");
+        return Some(CONFLICTING_LENGTHS);
     }
     None
 }

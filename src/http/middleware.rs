@@ -16,7 +16,7 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use super::error::{ApiError, PROBLEM_JSON, Problem, problem_for_status, render_problem};
-use super::head_guard::FRAMING_ERROR_HEADER;
+use super::head_guard::{FRAMING_ERROR_HEADER, framing_error_detail};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -326,15 +326,11 @@ fn finish(mut response: Response, started: Started) -> Response {
 /// A head the framing guard neutralised: refused, and the connection closed after the answer,
 /// since what follows on it cannot be trusted to start a request.
 fn ambiguous_framing(reason: &HeaderValue) -> ApiError {
-    let detail = match reason.as_bytes() {
-        b"content-length-and-transfer-encoding" => {
-            "A request may not carry both Content-Length and Transfer-Encoding"
-        }
-        b"conflicting-content-length" => "The request carries differing Content-Length values",
-        _ => "The request's framing is ambiguous",
-    };
-    ApiError::new(StatusCode::BAD_REQUEST, detail)
-        .with_header(header::CONNECTION, HeaderValue::from_static("close"))
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        framing_error_detail(reason.as_bytes()),
+    )
+    .with_header(header::CONNECTION, HeaderValue::from_static("close"))
 }
 
 fn is_problem(headers: &HeaderMap) -> bool {

@@ -100,15 +100,7 @@ async fn write(writer: &SqlitePool, batch: &[Pending]) -> StoreResult<Vec<Item>>
             .await?;
         if let Some(key) = &pending.item.key {
             let response = (pending.respond)(&item);
-            sqlx::query(idempotency::COMPLETE)
-                .bind(response.status)
-                .bind(&response.headers)
-                .bind(&response.body)
-                .bind(key.user_id)
-                .bind(key.scope)
-                .bind(&key.key)
-                .execute(&mut *tx)
-                .await?;
+            idempotency::store_answer!(tx, key, response)?;
         }
         items.push(item);
     }

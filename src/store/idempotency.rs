@@ -59,6 +59,24 @@ pub enum Claim {
 pub(crate) const COMPLETE: &str = "update idempotency_keys set status = $1, response_headers = $2, response_body = $3 \
      where user_id = $4 and scope = $5 and key = $6";
 
+/// Stores the answer of a claimed key inside the caller's open transaction `$tx`, on either
+/// backend (a macro for the reason `with_writer!` is one: the transaction types differ), so
+/// the key's answer and the effect it describes commit together.
+macro_rules! store_answer {
+    ($tx:expr, $key:expr, $response:expr) => {
+        sqlx::query($crate::store::idempotency::COMPLETE)
+            .bind($response.status)
+            .bind(&$response.headers)
+            .bind(&$response.body)
+            .bind($key.user_id)
+            .bind($key.scope)
+            .bind(&$key.key)
+            .execute(&mut *$tx)
+            .await
+    };
+}
+pub(crate) use store_answer;
+
 type KeyRow = (Vec<u8>, Option<i32>, Option<String>, Option<Vec<u8>>, i64);
 
 pub async fn claim(db: &Db, key: &KeyRef<'_>, request_hash: &[u8]) -> StoreResult<Claim> {

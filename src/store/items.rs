@@ -75,15 +75,7 @@ pub async fn insert(db: &Db, item: NewItem, respond: Respond) -> StoreResult<Ite
         .await?;
     if let Some(key) = &item.key {
         let response = respond(&created);
-        sqlx::query(idempotency::COMPLETE)
-            .bind(response.status)
-            .bind(&response.headers)
-            .bind(&response.body)
-            .bind(key.user_id)
-            .bind(key.scope)
-            .bind(&key.key)
-            .execute(&mut *tx)
-            .await?;
+        idempotency::store_answer!(tx, key, response)?;
     }
     tx.commit().await?;
     Ok(created)

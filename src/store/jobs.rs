@@ -87,15 +87,7 @@ pub async fn enqueue(
             .execute(&mut *tx)
             .await?;
         if let Some((key, response)) = key {
-            sqlx::query(idempotency::COMPLETE)
-                .bind(response.status)
-                .bind(&response.headers)
-                .bind(&response.body)
-                .bind(key.user_id)
-                .bind(key.scope)
-                .bind(key.key)
-                .execute(&mut *tx)
-                .await?;
+            idempotency::store_answer!(tx, key, response)?;
         }
         if db.is_postgres() {
             sqlx::query("select pg_notify($1, '')")
