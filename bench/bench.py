@@ -377,6 +377,16 @@ def rps(r: dict) -> float:
     return r["requests"] / (r["duration_us"] / 1e6) if r["duration_us"] else 0.0
 
 
+def selected_routes(keys: str | None) -> list["Route"]:
+    if not keys:
+        return ROUTES
+    wanted = [k.strip() for k in keys.split(",") if k.strip()]
+    unknown = [k for k in wanted if k not in {r.key for r in ROUTES}]
+    if unknown:
+        fail(f"unknown route keys {unknown}; known: {[r.key for r in ROUTES]}")
+    return [r for r in ROUTES if r.key in wanted]
+
+
 def ms(us: float) -> str:
     return f"{us / 1000:.2f}"
 
@@ -406,7 +416,7 @@ def bench(args: argparse.Namespace) -> int:
         for server in (baseline, larder):
             wrk(server.url + "/healthz", 1, args.connections, args.threads, None, [], env, workdir)
         results: dict[str, dict] = {}
-        for route in ROUTES:
+        for route in selected_routes(args.routes):
             headers = [f"Authorization: Bearer {token}"] if route.auth else []
             rounds: list[dict[str, dict]] = []
             # Alternate within a route, several short rounds, each pair in the other order than
@@ -420,6 +430,9 @@ def bench(args: argparse.Namespace) -> int:
                     this_round[server.name] = wrk(server.url + route.path, duration, script=route.script,
                                                   headers=headers, **common)
                 rounds.append(this_round)
+                base_rps, larder_rps = rps(this_round["baseline"]), rps(this_round["larder"])
+                log(f"{route.label:<22} round {number + 1}: larder {larder_rps:,.0f} req/s, baseline "
+                    f"{base_rps:,.0f} req/s, ratio {larder_rps / base_rps if base_rps else 0:.3f}")
                 if not larder.alive():
                     fail(f"larder died during {route.label}:\n{larder.log_tail()}")
             results[route.key] = combine_rounds(rounds)
@@ -427,7 +440,10 @@ def bench(args: argparse.Namespace) -> int:
         time.sleep(1)
         idle_after = larder.status()
         imported: dict | None = None
-        if has_route(larder.port, "/process"):
+        after_import: dict = {}
+        if args.routes:
+            log("import job: not run (--routes picks routes only)")
+        elif has_route(larder.port, "/process"):
             log(f"import job: {import_items} items through POST /process")
             imported = run_import(larder.port, token, import_items)
             after_import = larder.status()
@@ -441,7 +457,7 @@ def bench(args: argparse.Namespace) -> int:
             "threads": args.threads, "rounds": rounds_per_route, "sqlite_sync": args.sqlite_sync, "results": results,
             "rss_kib": {"idle_start": idle_start, "idle_seeded": idle_seeded, "under_load": under_load,
                         "idle_after": idle_after, "after_import": after_import},
-            "import": imported,
+            "import": imported, "routes_only": bool(args.routes),
         }
         (workdir / "results.json").write_text(json.dumps(report, indent=2))
         if args.json:
@@ -466,6 +482,8 @@ def print_table(report: dict, smoke: bool) -> list[str]:
     problems: list[str] = []
     rows = []
     for route in ROUTES:
+        if route.key not in report["results"]:
+            continue
         r = report["results"][route.key]
         lr, br = r["larder"], r["baseline"]
         ratio = r["ratio"]
@@ -484,7 +502,9 @@ def print_table(report: dict, smoke: bool) -> list[str]:
                                 f"(status>=400 {res['status']}, connect {res['connect']}, read {res['read']}, "
                                 f"write {res['write']}, timeout {res['timeout']})")
     imp = report["import"]
-    if imp is None:
+    if imp is None and report["routes_only"]:
+        pass
+    elif imp is None:
         rows.append(["import job (items/s)", "skipped: no POST /process yet", "", "", "", "", "", "", "≥ 100,000", "n/a"])
     elif "items_per_s" in imp:
         rows.append([f"import job ({imp['items']:,} items)", f"{imp['items_per_s']:,.0f} items/s",
@@ -613,6 +633,8 @@ def main() -> int:
     b.add_argument("--threads", type=int, default=2)
     b.add_argument("--import-items", type=int, help="items in the import job (default 100,000, smoke 10,000)")
     b.add_argument("--json", help="also write the raw results here")
+    b.add_argument("--routes", help="comma-separated route keys to run alone, without the import job "
+                   f"({', '.join(r.key for r in ROUTES)})")
     l = sub.add_parser("load", help="the mixed 1,000-connection load")
     l.add_argument("--duration", type=float, default=60)
     l.add_argument("--connections", type=int, default=1000)

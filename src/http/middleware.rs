@@ -4,19 +4,23 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{MatchedPath, Request};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
+use super::deadline::{Deadline, Expired};
 use super::error::{ApiError, PROBLEM_JSON, Problem, problem_for_status, render_problem};
 use super::head_guard::{FRAMING_ERROR_HEADER, framing_error_detail};
+use super::route_label::RouteLabels;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -31,80 +35,6 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
     let mut buffer = [0u8; uuid::fmt::Simple::LENGTH];
     let id = uuid::Uuid::new_v4().simple().encode_lower(&mut buffer);
     HeaderValue::from_str(id).expect("a uuid is a valid header value")
-}
-
-/// The route template a request matched (`/items/{item_id}`), for the metrics' labels
-/// (shared with the router: no copy per request).
-#[derive(Clone, Debug)]
-pub struct RouteTemplate(pub MatchedPath);
-
-impl RouteTemplate {
-    pub fn as_str(&self) -> &str {
-        self.0.as_str()
-    }
-}
-
-/// Inside the router: copies the matched route template onto the response, for the metrics
-/// the request context records outside the router.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RecordRouteLayer;
-
-impl<S> Layer<S> for RecordRouteLayer {
-    type Service = RecordRoute<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RecordRoute { inner }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct RecordRoute<S> {
-    inner: S,
-}
-
-impl<S, B> Service<Request> for RecordRoute<S>
-where
-    S: Service<Request, Response = axum::http::Response<B>>,
-{
-    type Response = axum::http::Response<B>;
-    type Error = S::Error;
-    type Future = RecordRouteFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        let matched = request.extensions().get::<MatchedPath>().cloned();
-        RecordRouteFuture {
-            inner: self.inner.call(request),
-            matched,
-        }
-    }
-}
-
-pin_project! {
-    pub struct RecordRouteFuture<F> {
-        #[pin]
-        inner: F,
-        matched: Option<MatchedPath>,
-    }
-}
-
-impl<F, B, E> Future for RecordRouteFuture<F>
-where
-    F: Future<Output = Result<axum::http::Response<B>, E>>,
-{
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let mut response = ready!(this.inner.poll(cx))?;
-        if let Some(matched) = this.matched.take() {
-            response.extensions_mut().insert(RouteTemplate(matched));
-        }
-        Poll::Ready(Ok(response))
-    }
 }
 
 /// The request metrics of one (method, route, status): the counter and the route's
@@ -170,14 +100,18 @@ fn record_request(method: &Method, route: &str, status: StatusCode, latency: Dur
     });
 }
 
-/// Outside the router, around every request: the request id, the timeout (503), problem
-/// bodies for every error answer, `OPTIONS`, the security headers, the access log line and
-/// the request metrics. A plain tower layer with its own future, not `from_fn`: this runs on
-/// every request, and `from_fn` boxes a clone of the whole inner service each time.
-#[derive(Clone, Copy, Debug)]
+/// Outside the router, around every request: the request id, the timeout (503), a panic
+/// caught (500), problem bodies for every error answer, `OPTIONS`, the security headers, the
+/// access log line and the request metrics. A plain tower layer with its own future, not
+/// `from_fn`: this runs on every request, and `from_fn` boxes a clone of the whole inner
+/// service each time. Nothing of this is a layer inside the router either: axum boxes one
+/// more service clone and one more future per request for every such layer.
+#[derive(Clone, Debug)]
 pub struct RequestContextLayer {
     /// How long a handler may run before the request is answered 503.
     pub timeout: Duration,
+    /// The metrics' route labels.
+    pub labels: Arc<RouteLabels>,
 }
 
 impl<S> Layer<S> for RequestContextLayer {
@@ -187,6 +121,7 @@ impl<S> Layer<S> for RequestContextLayer {
         RequestContext {
             inner,
             timeout: self.timeout,
+            labels: self.labels.clone(),
         }
     }
 }
@@ -195,6 +130,7 @@ impl<S> Layer<S> for RequestContextLayer {
 pub struct RequestContext<S> {
     inner: S,
     timeout: Duration,
+    labels: Arc<RouteLabels>,
 }
 
 /// What the request context keeps of a request until its answer is ready.
@@ -204,6 +140,7 @@ struct Started {
     method: Method,
     /// A clone of the URI shares its bytes: no copy of the path per request.
     uri: axum::http::Uri,
+    route: &'static str,
     authenticated: bool,
 }
 
@@ -225,19 +162,21 @@ where
             id: request_id(request.headers()),
             method: request.method().clone(),
             uri: request.uri().clone(),
+            route: self.labels.label(request.uri().path()),
             authenticated: request.headers().contains_key(header::AUTHORIZATION),
         };
-        let refused = request
-            .headers()
-            .get(&FRAMING_ERROR_HEADER)
-            .map(|reason| ambiguous_framing(reason).into_response());
-        let inner = match refused {
-            Some(_) => None,
-            None => Some(tokio::time::timeout(self.timeout, self.inner.call(request))),
+        let (inner, early) = if let Some(reason) = request.headers().get(&FRAMING_ERROR_HEADER) {
+            (None, Some(ambiguous_framing(reason).into_response()))
+        } else {
+            let deadline = started.at + self.timeout;
+            match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(request))) {
+                Ok(future) => (Some(Deadline::new(future, deadline)), None),
+                Err(panic) => (None, Some(panic_response(panic))),
+            }
         };
         RequestContextFuture {
             inner,
-            refused,
+            early,
             started: Some(started),
         }
     }
@@ -246,8 +185,9 @@ where
 pin_project! {
     pub struct RequestContextFuture<F> {
         #[pin]
-        inner: Option<tokio::time::Timeout<F>>,
-        refused: Option<Response>,
+        inner: Option<Deadline<F>>,
+        // The answer when the handler never ran: a refused head, or a panic on the way in.
+        early: Option<Response>,
         started: Option<Started>,
     }
 }
@@ -256,14 +196,24 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for RequestContext
     type Output = Result<Response, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let response = match this.inner.as_pin_mut() {
-            Some(inner) => match ready!(inner.poll(cx)) {
-                Ok(Ok(response)) => response,
-                Err(_) => ApiError::unavailable("Request timed out").into_response(),
-            },
+        let mut this = self.project();
+        let response = match this.inner.as_mut().as_pin_mut() {
+            Some(inner) => {
+                match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+                    Ok(Poll::Pending) => return Poll::Pending,
+                    Ok(Poll::Ready(Ok(Ok(response)))) => response,
+                    Ok(Poll::Ready(Err(Expired))) => {
+                        ApiError::unavailable("Request timed out").into_response()
+                    }
+                    Err(panic) => {
+                        // A future that panicked is not polled again, only dropped.
+                        this.inner.set(None);
+                        panic_response(panic)
+                    }
+                }
+            }
             None => this
-                .refused
+                .early
                 .take()
                 .unwrap_or_else(|| ApiError::internal().into_response()),
         };
@@ -282,6 +232,7 @@ fn finish(mut response: Response, started: Started) -> Response {
         id,
         method,
         uri,
+        route,
         authenticated,
     } = started;
     let path = uri.path();
@@ -305,10 +256,6 @@ fn finish(mut response: Response, started: Started) -> Response {
     }
 
     let latency = at.elapsed();
-    let route = response
-        .extensions()
-        .get::<RouteTemplate>()
-        .map_or("unmatched", RouteTemplate::as_str);
     record_request(&method, route, status, latency);
     tracing::info!(
         target: "larder::access",
@@ -384,7 +331,7 @@ fn options_answer(not_allowed: &HeaderMap) -> Response {
 }
 
 /// A panic inside a handler becomes a plain 500; the connection and the server live on.
-pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     let message = panic
         .downcast_ref::<String>()
         .map(String::as_str)

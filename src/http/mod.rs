@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod conditional;
+pub mod deadline;
 pub mod error;
 pub mod extract;
 pub mod head_guard;
@@ -12,14 +13,16 @@ pub mod limited;
 pub mod middleware;
 pub mod openapi;
 pub mod ops;
+pub mod route_label;
 pub mod server;
 pub mod test_hooks;
 pub mod users;
 
+use std::sync::Arc;
+
 use axum::Router;
 use tower::ServiceBuilder;
 use tower::util::Either;
-use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, Cors, CorsLayer};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -27,6 +30,11 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::state::AppState;
 use middleware::{RequestContext, RequestContextLayer};
+use route_label::RouteLabels;
+
+/// Where the API description and its browsable documentation are served.
+const OPENAPI_PATH: &str = "/openapi.json";
+const DOCS_PATH: &str = "/docs";
 
 /// Every documented route, with the OpenAPI document made from their annotations.
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
@@ -47,26 +55,31 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 pub type HttpService = RequestContext<Either<Cors<Router>, Router>>;
 
 /// The whole service. The request-context middleware wraps the router from outside, so it
-/// also sees what the router adds last (such as the `Allow` header of a 405); an inner layer
-/// reports the matched route template for the metrics.
+/// also sees what the router adds last (such as the `Allow` header of a 405); it labels the
+/// metrics with the route template it matches itself (`route_label`).
 pub fn service(state: AppState) -> HttpService {
     let (api, openapi) = api();
-    let mut routes = api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi));
+    let mut templates: Vec<String> = openapi.paths.paths.keys().cloned().collect();
+    templates.extend([
+        OPENAPI_PATH.to_owned(),
+        DOCS_PATH.to_owned(),
+        format!("{DOCS_PATH}/"),
+        format!("{DOCS_PATH}/{{*rest}}"),
+    ]);
+    let mut routes = api.merge(SwaggerUi::new(DOCS_PATH).url(OPENAPI_PATH, openapi));
     if state.settings.test_hooks {
         routes = routes.merge(test_hooks::router());
+        templates.extend(test_hooks::PATHS.map(str::to_owned));
     }
-    let timeout = state.settings.request_timeout();
+    let labels = Arc::new(RouteLabels::new(templates.iter().map(String::as_str)));
+    let context = RequestContextLayer {
+        timeout: state.settings.request_timeout(),
+        labels,
+    };
     let cors = state.settings.cors_origins.as_deref().map(cors_layer);
-    let inner = routes
-        .fallback(middleware::not_found)
-        .layer(
-            ServiceBuilder::new()
-                .layer(middleware::RecordRouteLayer)
-                .layer(CatchPanicLayer::custom(middleware::panic_response)),
-        )
-        .with_state(state);
+    let inner = routes.fallback(middleware::not_found).with_state(state);
     ServiceBuilder::new()
-        .layer(RequestContextLayer { timeout })
+        .layer(context)
         .option_layer(cors)
         .service(inner)
 }

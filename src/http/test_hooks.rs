@@ -9,10 +9,14 @@ use axum::routing::get;
 use crate::http::extract::QueryParams;
 use crate::state::AppState;
 
+/// The hooks' paths: a handler that panics, and one that sleeps `?ms=` milliseconds.
+pub const PATHS: [&str; 2] = ["/__test/panic", "/__test/sleep"];
+
 pub fn router() -> Router<AppState> {
+    let [panic_path, sleep_path] = PATHS;
     Router::new()
-        .route("/__test/panic", get(panic))
-        .route("/__test/sleep", get(sleep))
+        .route(panic_path, get(panic))
+        .route(sleep_path, get(sleep))
 }
 
 async fn panic() -> &'static str {
