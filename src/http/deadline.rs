@@ -24,9 +24,9 @@ pin_project! {
         #[pin]
         inner: F,
         // Unconstrained: a handler that spends the task's whole cooperative budget must not
-        // keep its own deadline from being noticed.
-        #[pin]
-        timer: Option<Unconstrained<Sleep>>,
+        // keep its own deadline from being noticed. Boxed: hyper moves this future around
+        // with every request, and only the few that wait need a timer.
+        timer: Option<Pin<Box<Unconstrained<Sleep>>>>,
         at: Instant,
     }
 }
@@ -45,20 +45,15 @@ impl<F: Future> Future for Deadline<F> {
     type Output = Result<F::Output, Expired>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
+        let this = self.project();
         if let Poll::Ready(output) = this.inner.poll(cx) {
             return Poll::Ready(Ok(output));
         }
-        if this.timer.is_none() {
-            let at = tokio::time::Instant::from_std(*this.at);
-            this.timer
-                .set(Some(tokio::task::unconstrained(tokio::time::sleep_until(
-                    at,
-                ))));
-        }
-        if let Some(timer) = this.timer.as_pin_mut() {
-            ready!(timer.poll(cx));
-        }
+        let at = tokio::time::Instant::from_std(*this.at);
+        let timer = this.timer.get_or_insert_with(|| {
+            Box::pin(tokio::task::unconstrained(tokio::time::sleep_until(at)))
+        });
+        ready!(timer.as_mut().poll(cx));
         Poll::Ready(Err(Expired))
     }
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::Request;
+use axum::http::uri::PathAndQuery;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use pin_project_lite::pin_project;
@@ -138,8 +139,8 @@ struct Started {
     at: Instant,
     id: HeaderValue,
     method: Method,
-    /// A clone of the URI shares its bytes: no copy of the path per request.
-    uri: axum::http::Uri,
+    /// A clone shares the request's bytes: no copy of the path per request.
+    path_and_query: Option<PathAndQuery>,
     route: &'static str,
     authenticated: bool,
 }
@@ -161,23 +162,46 @@ where
             at: Instant::now(),
             id: request_id(request.headers()),
             method: request.method().clone(),
-            uri: request.uri().clone(),
+            path_and_query: request.uri().path_and_query().cloned(),
             route: self.labels.label(request.uri().path()),
             authenticated: request.headers().contains_key(header::AUTHORIZATION),
         };
-        let (inner, early) = if let Some(reason) = request.headers().get(&FRAMING_ERROR_HEADER) {
-            (None, Some(ambiguous_framing(reason).into_response()))
+        let state = if let Some(reason) = request.headers().get(&FRAMING_ERROR_HEADER) {
+            State::early(ambiguous_framing(reason).into_response())
         } else {
             let deadline = started.at + self.timeout;
             match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(request))) {
-                Ok(future) => (Some(Deadline::new(future, deadline)), None),
-                Err(panic) => (None, Some(panic_response(panic))),
+                Ok(future) => State::Running {
+                    handler: Deadline::new(future, deadline),
+                },
+                Err(panic) => State::early(panic_response(panic)),
             }
         };
         RequestContextFuture {
-            inner,
-            early,
+            state,
             started: Some(started),
+        }
+    }
+}
+
+pin_project! {
+    #[project = StateProjection]
+    enum State<F> {
+        Running {
+            #[pin]
+            handler: Deadline<F>,
+        },
+        /// The handler never ran: a refused head, or a panic on the way in.
+        Early {
+            answer: Option<Response>,
+        },
+    }
+}
+
+impl<F> State<F> {
+    fn early(answer: Response) -> Self {
+        State::Early {
+            answer: Some(answer),
         }
     }
 }
@@ -185,9 +209,7 @@ where
 pin_project! {
     pub struct RequestContextFuture<F> {
         #[pin]
-        inner: Option<Deadline<F>>,
-        // The answer when the handler never ran: a refused head, or a panic on the way in.
-        early: Option<Response>,
+        state: State<F>,
         started: Option<Started>,
     }
 }
@@ -197,9 +219,9 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for RequestContext
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let response = match this.inner.as_mut().as_pin_mut() {
-            Some(inner) => {
-                match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+        let response = match this.state.as_mut().project() {
+            StateProjection::Running { handler } => {
+                match std::panic::catch_unwind(AssertUnwindSafe(|| handler.poll(cx))) {
                     Ok(Poll::Pending) => return Poll::Pending,
                     Ok(Poll::Ready(Ok(Ok(response)))) => response,
                     Ok(Poll::Ready(Err(Expired))) => {
@@ -207,13 +229,12 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for RequestContext
                     }
                     Err(panic) => {
                         // A future that panicked is not polled again, only dropped.
-                        this.inner.set(None);
+                        this.state.set(State::Early { answer: None });
                         panic_response(panic)
                     }
                 }
             }
-            None => this
-                .early
+            StateProjection::Early { answer } => answer
                 .take()
                 .unwrap_or_else(|| ApiError::internal().into_response()),
         };
@@ -231,11 +252,11 @@ fn finish(mut response: Response, started: Started) -> Response {
         at,
         id,
         method,
-        uri,
+        path_and_query,
         route,
         authenticated,
     } = started;
-    let path = uri.path();
+    let path = path_and_query.as_ref().map_or("", PathAndQuery::path);
     if method == Method::OPTIONS && response.status() == StatusCode::METHOD_NOT_ALLOWED {
         response = options_answer(response.headers());
     } else if response.status() == StatusCode::METHOD_NOT_ALLOWED {

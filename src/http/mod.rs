@@ -18,11 +18,15 @@ pub mod server;
 pub mod test_hooks;
 pub mod users;
 
+use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::Router;
-use tower::ServiceBuilder;
-use tower::util::Either;
+use axum::extract::Request;
+use axum::response::Response;
+use tower::util::{Either, MapFuture};
+use tower::{Service, ServiceBuilder};
 use tower_http::cors::{AllowOrigin, Cors, CorsLayer};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -52,7 +56,13 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 
 /// The whole service, as the accept loop serves it (named, not boxed: a boxed service is
 /// cloned into a new allocation for every request).
-pub type HttpService = RequestContext<Either<Cors<Router>, Router>>;
+pub type HttpService = RequestContext<Either<BoxedCors, Router>>;
+
+/// The router behind CORS, its future boxed: hyper moves the request's future with every
+/// request, and unboxed the CORS state would make it larger for every deployment, CORS or not.
+pub type BoxedCors = MapFuture<Cors<Router>, fn(CorsFuture) -> BoxedAnswer>;
+type CorsFuture = <Cors<Router> as Service<Request>>::Future;
+type BoxedAnswer = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
 /// The whole service. The request-context middleware wraps the router from outside, so it
 /// also sees what the router adds last (such as the `Allow` header of a 405); it labels the
@@ -76,7 +86,12 @@ pub fn service(state: AppState) -> HttpService {
         timeout: state.settings.request_timeout(),
         labels,
     };
-    let cors = state.settings.cors_origins.as_deref().map(cors_layer);
+    let cors = state.settings.cors_origins.as_deref().map(|origins| {
+        let boxed: fn(CorsFuture) -> BoxedAnswer = |future| Box::pin(future);
+        ServiceBuilder::new()
+            .map_future(boxed)
+            .layer(cors_layer(origins))
+    });
     let inner = routes.fallback(middleware::not_found).with_state(state);
     ServiceBuilder::new()
         .layer(context)
