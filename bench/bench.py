@@ -348,24 +348,30 @@ ROUTES = [
 ]
 
 
-def combine_rounds(rounds: list[dict[str, dict]]) -> dict:
-    """One route's rounds → per server: requests, errors and time summed, p50/p99 the
-    median over rounds; the ratio is the median of the per-round ratios."""
-    def median(values: list[float]) -> float:
-        ordered = sorted(values)
-        middle = len(ordered) // 2
-        return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
-    combined: dict = {"rounds": rounds}
-    for name in ("larder", "baseline"):
-        runs = [r[name] for r in rounds]
+
+def combine_runs(larder_runs: list[dict], baseline_runs: list[dict]) -> dict:
+    """One route's runs (baseline runs one more than larder's, each larder run between two of
+    them) → per server: requests, errors and time summed, p50/p99 the median over the runs;
+    the ratio is the median over larder's runs of its rate over the mean of the two baseline
+    runs around it."""
+    combined: dict = {"runs": {"larder": larder_runs, "baseline": baseline_runs}}
+    for name, runs in (("larder", larder_runs), ("baseline", baseline_runs)):
         merged = {key: sum(run[key] for run in runs)
                   for key in ("requests", "duration_us", "status", "connect", "read", "write", "timeout")}
         merged["p50_us"] = median([run["p50_us"] for run in runs])
         merged["p99_us"] = median([run["p99_us"] for run in runs])
         combined[name] = merged
-    combined["ratio"] = median([rps(r["larder"]) / rps(r["baseline"]) if rps(r["baseline"]) else 0.0
-                                for r in rounds])
+    ratios = []
+    for number, run in enumerate(larder_runs):
+        around = (rps(baseline_runs[number]) + rps(baseline_runs[number + 1])) / 2
+        ratios.append(rps(run) / around if around else 0.0)
+    combined["round_ratios"] = ratios
+    combined["ratio"] = median(ratios)
     return combined
 
 
@@ -418,24 +424,26 @@ def bench(args: argparse.Namespace) -> int:
         results: dict[str, dict] = {}
         for route in selected_routes(args.routes):
             headers = [f"Authorization: Bearer {token}"] if route.auth else []
-            rounds: list[dict[str, dict]] = []
-            # Alternate within a route, several short rounds, each pair in the other order than
-            # the last: a drift in the machine's speed then lands on both servers alike.
+
+            def run(server: Server, what: str) -> dict:
+                log(f"{route.label:<22} {server.name:<8} {what}, {duration} s at {args.connections} connections")
+                return wrk(server.url + route.path, duration, script=route.script, headers=headers, **common)
+
+            # Baseline, larder, baseline, larder, ..., baseline: each larder run is compared
+            # with the mean of the baseline runs just before and just after it, so a drift in
+            # the machine's speed (these are shared VMs) lands on both sides of every ratio.
+            baseline_runs = [run(baseline, f"run 1/{rounds_per_route + 1}")]
+            larder_runs: list[dict] = []
             for number in range(rounds_per_route):
-                pair = (baseline, larder) if number % 2 == 0 else (larder, baseline)
-                this_round: dict[str, dict] = {}
-                for server in pair:
-                    log(f"{route.label:<22} {server.name:<8} round {number + 1}/{rounds_per_route}, "
-                        f"{duration} s at {args.connections} connections")
-                    this_round[server.name] = wrk(server.url + route.path, duration, script=route.script,
-                                                  headers=headers, **common)
-                rounds.append(this_round)
-                base_rps, larder_rps = rps(this_round["baseline"]), rps(this_round["larder"])
-                log(f"{route.label:<22} round {number + 1}: larder {larder_rps:,.0f} req/s, baseline "
-                    f"{base_rps:,.0f} req/s, ratio {larder_rps / base_rps if base_rps else 0:.3f}")
+                larder_runs.append(run(larder, f"round {number + 1}/{rounds_per_route}"))
+                baseline_runs.append(run(baseline, f"run {number + 2}/{rounds_per_route + 1}"))
+                around = (rps(baseline_runs[-2]) + rps(baseline_runs[-1])) / 2
+                log(f"{route.label:<22} round {number + 1}: larder {rps(larder_runs[-1]):,.0f} req/s, baseline "
+                    f"{around:,.0f} req/s (mean of the runs around it), "
+                    f"ratio {rps(larder_runs[-1]) / around if around else 0:.3f}")
                 if not larder.alive():
                     fail(f"larder died during {route.label}:\n{larder.log_tail()}")
-            results[route.key] = combine_rounds(rounds)
+            results[route.key] = combine_runs(larder_runs, baseline_runs)
         under_load = larder.status()
         time.sleep(1)
         idle_after = larder.status()
@@ -521,7 +529,7 @@ def print_table(report: dict, smoke: bool) -> list[str]:
             "ratio", "target", "met"]
     out = sys.stdout
     out.write(f"\nlarder benchmark, {report['date']}, {report['cores']} cores, wrk -t{report['threads']} "
-              f"-c{report['connections']}, {report['rounds']} alternating rounds of "
+              f"-c{report['connections']}, {report['rounds']} larder runs between {report['rounds'] + 1} baseline runs of "
               f"{report['duration_s']} s per server per route, "
               f"SQLite synchronous={report['sqlite_sync'].upper()}{' (SMOKE: numbers not meaningful)' if smoke else ''}\n\n")
     out.write("| " + " | ".join(head) + " |\n")
@@ -539,8 +547,8 @@ def print_table(report: dict, smoke: bool) -> list[str]:
     if rss.get("after_import"):
         out.write(f", peak after the import job {mib(rss['after_import'].get('VmHWM'))}")
     out.write("\n")
-    out.write("req/s = all rounds' requests over their time; p50/p99 = median over the rounds; "
-              "ratio = median of the per-round ratios.\n")
+    out.write("req/s = all runs' requests over their time; p50/p99 = median over the runs; ratio = median over "
+              "larder's runs of its req/s over the mean of the two baseline runs around it.\n")
     out.write("errors = answers >= 400 + socket errors (connect, read, write, timeout); "
               "GET /api/data runs at the default LARDER_RATE_LIMIT (100/60s) over 100,000 rotating clients, "
               "so a 429 would count as an error.\n")
@@ -628,7 +636,7 @@ def main() -> int:
     b = sub.add_parser("bench", help="the benchmark table")
     b.add_argument("--smoke", action="store_true", help="2 s per run and a 10,000-item import: checks the run works")
     b.add_argument("--duration", type=float, help="seconds per server per route per round (default 5, smoke 2)")
-    b.add_argument("--rounds", type=int, help="alternating rounds per route (default 5, smoke 1)")
+    b.add_argument("--rounds", type=int, help="larder runs per route, each between two baseline runs (default 5, smoke 1)")
     b.add_argument("--connections", type=int, default=64)
     b.add_argument("--threads", type=int, default=2)
     b.add_argument("--import-items", type=int, help="items in the import job (default 100,000, smoke 10,000)")
