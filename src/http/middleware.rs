@@ -25,9 +25,34 @@ use super::route_label::RouteLabels;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// What the request context reads from a request's headers, found in one pass over them:
+/// a request has few headers, and walking them costs less than three hashed lookups.
+#[derive(Debug, Default)]
+struct ContextHeaders<'a> {
+    request_id: Option<&'a HeaderValue>,
+    framing_error: Option<&'a HeaderValue>,
+    authenticated: bool,
+}
+
+impl<'a> ContextHeaders<'a> {
+    fn of(headers: &'a HeaderMap) -> Self {
+        let mut seen = ContextHeaders::default();
+        for (name, value) in headers {
+            if name == header::AUTHORIZATION {
+                seen.authenticated = true;
+            } else if name == REQUEST_ID {
+                seen.request_id.get_or_insert(value);
+            } else if name == FRAMING_ERROR_HEADER {
+                seen.framing_error.get_or_insert(value);
+            }
+        }
+        seen
+    }
+}
+
 /// The request id to use: the client's if it is 1–128 visible ASCII characters, else a new one.
-fn request_id(headers: &HeaderMap) -> HeaderValue {
-    if let Some(value) = headers.get(&REQUEST_ID) {
+fn request_id(given: Option<&HeaderValue>) -> HeaderValue {
+    if let Some(value) = given {
         let bytes = value.as_bytes();
         if !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(|b| b.is_ascii_graphic()) {
             return value.clone();
@@ -158,15 +183,16 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
+        let seen = ContextHeaders::of(request.headers());
         let started = Started {
             at: Instant::now(),
-            id: request_id(request.headers()),
+            id: request_id(seen.request_id),
             method: request.method().clone(),
             path_and_query: request.uri().path_and_query().cloned(),
             route: self.labels.label(request.uri().path()),
-            authenticated: request.headers().contains_key(header::AUTHORIZATION),
+            authenticated: seen.authenticated,
         };
-        let state = if let Some(reason) = request.headers().get(&FRAMING_ERROR_HEADER) {
+        let state = if let Some(reason) = seen.framing_error {
             State::early(ambiguous_framing(reason).into_response())
         } else {
             let deadline = started.at + self.timeout;
@@ -365,4 +391,40 @@ fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
 /// The 404 for every path no route matches.
 pub async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "Not Found")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_context_headers_are_found_in_one_pass() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
+        headers.append(&REQUEST_ID, HeaderValue::from_static("first"));
+        headers.append(&REQUEST_ID, HeaderValue::from_static("second"));
+        let seen = ContextHeaders::of(&headers);
+        assert!(seen.authenticated);
+        assert_eq!(seen.request_id, Some(&HeaderValue::from_static("first")));
+        assert_eq!(seen.framing_error, None);
+
+        let mut headers = HeaderMap::new();
+        headers.insert(&FRAMING_ERROR_HEADER, HeaderValue::from_static("reason"));
+        let seen = ContextHeaders::of(&headers);
+        assert!(!seen.authenticated);
+        assert_eq!(seen.request_id, None);
+        assert_eq!(seen.framing_error, Some(&HeaderValue::from_static("reason")));
+    }
+
+    #[test]
+    fn a_usable_request_id_is_kept_and_any_other_replaced() {
+        let given = HeaderValue::from_static("abc-123");
+        assert_eq!(request_id(Some(&given)), given);
+        let spaced = HeaderValue::from_static("has space");
+        let made = request_id(Some(&spaced));
+        assert_eq!(made.len(), 32);
+        assert!(made.as_bytes().iter().all(u8::is_ascii_hexdigit));
+        assert_ne!(request_id(None), request_id(None));
+    }
 }
