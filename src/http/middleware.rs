@@ -414,7 +414,10 @@ mod tests {
         let seen = ContextHeaders::of(&headers);
         assert!(!seen.authenticated);
         assert_eq!(seen.request_id, None);
-        assert_eq!(seen.framing_error, Some(&HeaderValue::from_static("reason")));
+        assert_eq!(
+            seen.framing_error,
+            Some(&HeaderValue::from_static("reason"))
+        );
     }
 
     #[test]
