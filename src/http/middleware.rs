@@ -4,10 +4,9 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -126,8 +125,7 @@ fn record_request(method: &Method, route: &str, status: StatusCode, latency: Dur
     });
 }
 
-/// Outside the router, around every request: the request id, the timeout (503), a panic
-/// caught (500), problem bodies for every error answer, `OPTIONS`, the security headers, the
+/// Outside the router, around every request: the request id, the timeout (503), problem bodies for every error answer, `OPTIONS`, the security headers, the
 /// access log line and the request metrics. A plain tower layer with its own future, not
 /// `from_fn`: this runs on every request, and `from_fn` boxes a clone of the whole inner
 /// service each time. Nothing of this is a layer inside the router either: axum boxes one
@@ -192,16 +190,13 @@ where
             route: self.labels.label(request.uri().path()),
             authenticated: seen.authenticated,
         };
-        let state = if let Some(reason) = seen.framing_error {
-            State::early(ambiguous_framing(reason).into_response())
-        } else {
-            let deadline = started.at + self.timeout;
-            match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(request))) {
-                Ok(future) => State::Running {
-                    handler: Deadline::new(future, deadline),
-                },
-                Err(panic) => State::early(panic_response(panic)),
-            }
+        let state = match seen.framing_error {
+            Some(reason) => State::Refused {
+                answer: Some(ambiguous_framing(reason).into_response()),
+            },
+            None => State::Running {
+                handler: Deadline::new(self.inner.call(request), started.at + self.timeout),
+            },
         };
         RequestContextFuture {
             state,
@@ -217,18 +212,10 @@ pin_project! {
             #[pin]
             handler: Deadline<F>,
         },
-        /// The handler never ran: a refused head, or a panic on the way in.
-        Early {
+        /// A head the framing guard neutralised: no handler runs.
+        Refused {
             answer: Option<Response>,
         },
-    }
-}
-
-impl<F> State<F> {
-    fn early(answer: Response) -> Self {
-        State::Early {
-            answer: Some(answer),
-        }
     }
 }
 
@@ -244,23 +231,13 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for RequestContext
     type Output = Result<Response, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        let response = match this.state.as_mut().project() {
-            StateProjection::Running { handler } => {
-                match std::panic::catch_unwind(AssertUnwindSafe(|| handler.poll(cx))) {
-                    Ok(Poll::Pending) => return Poll::Pending,
-                    Ok(Poll::Ready(Ok(Ok(response)))) => response,
-                    Ok(Poll::Ready(Err(Expired))) => {
-                        ApiError::unavailable("Request timed out").into_response()
-                    }
-                    Err(panic) => {
-                        // A future that panicked is not polled again, only dropped.
-                        this.state.set(State::Early { answer: None });
-                        panic_response(panic)
-                    }
-                }
-            }
-            StateProjection::Early { answer } => answer
+        let this = self.project();
+        let response = match this.state.project() {
+            StateProjection::Running { handler } => match ready!(handler.poll(cx)) {
+                Ok(Ok(response)) => response,
+                Err(Expired) => ApiError::unavailable("Request timed out").into_response(),
+            },
+            StateProjection::Refused { answer } => answer
                 .take()
                 .unwrap_or_else(|| ApiError::internal().into_response()),
         };
@@ -375,17 +352,6 @@ fn options_answer(not_allowed: &HeaderMap) -> Response {
         .headers_mut()
         .insert(header::ALLOW, allow_with_options(not_allowed));
     response
-}
-
-/// A panic inside a handler becomes a plain 500; the connection and the server live on.
-fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    let message = panic
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| panic.downcast_ref::<&str>().copied())
-        .unwrap_or("(no message)");
-    tracing::error!(panic = message, "handler panicked");
-    ApiError::internal().into_response()
 }
 
 /// The 404 for every path no route matches.

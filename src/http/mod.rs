@@ -13,6 +13,7 @@ pub mod limited;
 pub mod middleware;
 pub mod openapi;
 pub mod ops;
+pub mod panic_boundary;
 pub mod route_label;
 pub mod server;
 pub mod test_hooks;
@@ -26,7 +27,7 @@ use axum::Router;
 use axum::extract::Request;
 use axum::response::Response;
 use tower::util::{Either, MapFuture};
-use tower::{Service, ServiceBuilder};
+use tower::{Layer, Service, ServiceBuilder};
 use tower_http::cors::{AllowOrigin, Cors, CorsLayer};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -34,6 +35,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::state::AppState;
 use middleware::{RequestContext, RequestContextLayer};
+use panic_boundary::{PanicBoundary, PanicBoundaryLayer};
 use route_label::RouteLabels;
 
 /// Where the API description and its browsable documentation are served.
@@ -56,17 +58,21 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 
 /// The whole service, as the accept loop serves it (named, not boxed: a boxed service is
 /// cloned into a new allocation for every request).
-pub type HttpService = RequestContext<Either<BoxedCors, Router>>;
+pub type HttpService = RequestContext<Either<BoxedCors, Routes>>;
 
-/// The router behind CORS, its future boxed: hyper moves the request's future with every
+/// The router, a panic in it answered 500.
+pub type Routes = PanicBoundary<Router>;
+
+/// The routes behind CORS, its future boxed: hyper moves the request's future with every
 /// request, and unboxed the CORS state would make it larger for every deployment, CORS or not.
-pub type BoxedCors = MapFuture<Cors<Router>, fn(CorsFuture) -> BoxedAnswer>;
-type CorsFuture = <Cors<Router> as Service<Request>>::Future;
+pub type BoxedCors = MapFuture<Cors<Routes>, fn(CorsFuture) -> BoxedAnswer>;
+type CorsFuture = <Cors<Routes> as Service<Request>>::Future;
 type BoxedAnswer = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
-/// The whole service. The request-context middleware wraps the router from outside, so it
-/// also sees what the router adds last (such as the `Allow` header of a 405); it labels the
-/// metrics with the route template it matches itself (`route_label`).
+/// The whole service: request context → CORS (when configured) → panic boundary → router.
+/// The request-context middleware wraps the router from outside, so it also sees what the
+/// router adds last (such as the `Allow` header of a 405); it labels the metrics with the
+/// route template it matches itself (`route_label`). Nothing is layered inside the router.
 pub fn service(state: AppState) -> HttpService {
     let (api, openapi) = api();
     let mut templates: Vec<String> = openapi.paths.paths.keys().cloned().collect();
@@ -92,7 +98,7 @@ pub fn service(state: AppState) -> HttpService {
             .map_future(boxed)
             .layer(cors_layer(origins))
     });
-    let inner = routes.fallback(middleware::not_found).with_state(state);
+    let inner = PanicBoundaryLayer.layer(routes.fallback(middleware::not_found).with_state(state));
     ServiceBuilder::new()
         .layer(context)
         .option_layer(cors)

@@ -425,6 +425,23 @@ async fn cors_is_off_by_default_and_configurable(backend: Backend) {
             .get("access-control-allow-origin")
             .is_none()
     );
+    // A handler's panic is answered inside CORS: the browser can read the problem.
+    let response = app
+        .get("/__test/panic")
+        .header("origin", "https://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    assert_problem(
+        response,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Some("Internal server error"),
+    )
+    .await;
 }
 
 async fn slow_handlers_time_out_with_503(backend: Backend) {
