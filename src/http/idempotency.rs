@@ -13,7 +13,7 @@ use super::extract::header_error;
 use crate::store::Db;
 use crate::store::idempotency::{self, Claim, KeyRef, StoredResponse};
 
-pub const HEADER: &str = "idempotency-key";
+pub const HEADER: HeaderName = HeaderName::from_static("idempotency-key");
 const MAX_LEN: usize = 255;
 
 /// A key as sent: a structured-field string (`"abc"`) or a bare token (`abc`).
@@ -62,7 +62,7 @@ impl<S: Send + Sync> FromRequestParts<S> for MaybeIdempotencyKey {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let Some(value) = parts.headers.get(HEADER) else {
+        let Some(value) = parts.headers.get(&HEADER) else {
             return Ok(MaybeIdempotencyKey(None));
         };
         value
@@ -72,7 +72,7 @@ impl<S: Send + Sync> FromRequestParts<S> for MaybeIdempotencyKey {
             .map(|key| MaybeIdempotencyKey(Some(key)))
             .ok_or_else(|| {
                 header_error(
-                    HEADER,
+                    HEADER.as_str(),
                     "value_error",
                     "Idempotency-Key must be a string of 1 to 255 visible characters",
                 )
@@ -114,7 +114,7 @@ pub async fn begin_with_fingerprint(
         Claim::Replay(stored) => Begin::Answer(replay(&stored)),
         Claim::Mismatch => {
             return Err(header_error(
-                HEADER,
+                HEADER.as_str(),
                 "idempotency_key_reused",
                 "This Idempotency-Key was already used with a different request body",
             ));

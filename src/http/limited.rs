@@ -18,7 +18,7 @@ use crate::state::AppState;
 use crate::store::items::{self, ItemSummary};
 
 /// The header naming the rate-limited client.
-const CLIENT: HeaderName = HeaderName::from_static("client");
+pub const CLIENT: HeaderName = HeaderName::from_static("client");
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -84,6 +84,11 @@ impl RequestMetrics {
             ),
         }
     }
+
+    fn record(&self, latency: Duration) {
+        self.requests.increment(1);
+        self.duration.record(latency.as_secs_f64());
+    }
 }
 
 /// Per route template, per (method, status). Routes and statuses are few; methods beyond
@@ -100,13 +105,11 @@ fn record_request(method: &Method, route: &str, status: StatusCode, latency: Dur
     let key = (method.clone(), status.as_u16());
     HANDLES.with_borrow_mut(|handles| {
         if let Some(found) = handles.get(route).and_then(|by_key| by_key.get(&key)) {
-            found.requests.increment(1);
-            found.duration.record(latency.as_secs_f64());
+            found.record(latency);
             return;
         }
         let made = RequestMetrics::register(method, route, status);
-        made.requests.increment(1);
-        made.duration.record(latency.as_secs_f64());
+        made.record(latency);
         let standard = matches!(
             *method,
             Method::GET
@@ -125,8 +128,9 @@ fn record_request(method: &Method, route: &str, status: StatusCode, latency: Dur
     });
 }
 
-/// Outside the router, around every request: the request id, the timeout (503), problem bodies for every error answer, `OPTIONS`, the security headers, the
-/// access log line and the request metrics. A plain tower layer with its own future, not
+/// Outside the router, around every request: the request id, the timeout (503), problem
+/// bodies for every error answer, `OPTIONS`, the security headers, the access log line and
+/// the request metrics. A plain tower layer with its own future, not
 /// `from_fn`: this runs on every request, and `from_fn` boxes a clone of the whole inner
 /// service each time. Nothing of this is a layer inside the router either: axum boxes one
 /// more service clone and one more future per request for every such layer.

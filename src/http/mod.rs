@@ -107,7 +107,7 @@ pub fn service(state: AppState) -> HttpService {
 
 /// CORS is off unless `LARDER_CORS_ORIGINS` names origins (or `*`).
 fn cors_layer(origins: &str) -> CorsLayer {
-    use axum::http::{HeaderName, HeaderValue, Method, header};
+    use axum::http::{HeaderValue, Method, header};
     let allow_origin = if origins.trim() == "*" {
         AllowOrigin::any()
     } else {
@@ -135,17 +135,17 @@ fn cors_layer(origins: &str) -> CorsLayer {
             header::CONTENT_TYPE,
             header::IF_MATCH,
             header::IF_NONE_MATCH,
-            HeaderName::from_static("idempotency-key"),
-            HeaderName::from_static("client"),
-            HeaderName::from_static("x-request-id"),
+            idempotency::HEADER,
+            limited::CLIENT,
+            middleware::REQUEST_ID,
         ])
         .expose_headers([
             header::ETAG,
             header::LOCATION,
             header::RETRY_AFTER,
-            HeaderName::from_static("x-request-id"),
-            HeaderName::from_static("ratelimit"),
-            HeaderName::from_static("ratelimit-policy"),
+            middleware::REQUEST_ID,
+            crate::limits::RATELIMIT,
+            crate::limits::RATELIMIT_POLICY,
         ])
         .max_age(std::time::Duration::from_secs(600))
 }

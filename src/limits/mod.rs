@@ -44,8 +44,8 @@ pub async fn from_settings(settings: &Settings) -> anyhow::Result<SharedLimiter>
     })
 }
 
-const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
-const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 /// `RateLimit-Policy` and `RateLimit` for a decision under `spec`.
 pub fn headers(spec: &RateLimitSpec, decision: &Decision) -> HeaderMap {

@@ -403,22 +403,12 @@ async fn cors_is_off_by_default_and_configurable(backend: Backend) {
         preflight.headers()["access-control-allow-origin"],
         "https://app.example"
     );
-    let response = app
-        .get("/healthz")
-        .header("origin", "https://app.example")
-        .send()
-        .await
-        .unwrap();
+    let response = get_from_origin(&app, "/healthz", "https://app.example").await;
     assert_eq!(
         response.headers()["access-control-allow-origin"],
         "https://app.example"
     );
-    let response = app
-        .get("/healthz")
-        .header("origin", "https://evil.example")
-        .send()
-        .await
-        .unwrap();
+    let response = get_from_origin(&app, "/healthz", "https://evil.example").await;
     assert!(
         response
             .headers()
@@ -426,12 +416,7 @@ async fn cors_is_off_by_default_and_configurable(backend: Backend) {
             .is_none()
     );
     // A handler's panic is answered inside CORS: the browser can read the problem.
-    let response = app
-        .get("/__test/panic")
-        .header("origin", "https://app.example")
-        .send()
-        .await
-        .unwrap();
+    let response = get_from_origin(&app, "/__test/panic", "https://app.example").await;
     assert_eq!(
         response.headers()["access-control-allow-origin"],
         "https://app.example"
@@ -442,6 +427,10 @@ async fn cors_is_off_by_default_and_configurable(backend: Backend) {
         Some("Internal server error"),
     )
     .await;
+}
+
+async fn get_from_origin(app: &TestApp, path: &str, origin: &str) -> reqwest::Response {
+    app.get(path).header("origin", origin).send().await.unwrap()
 }
 
 async fn slow_handlers_time_out_with_503(backend: Backend) {
