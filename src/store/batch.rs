@@ -4,14 +4,14 @@
 //! transaction takes every request waiting at that moment, so under load one disk flush
 //! acknowledges many writes, and an answer is still sent only after its commit.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use chrono::Utc;
 use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
 use super::cache::ReadCache;
-use super::items::{INSERT, Item, NewItem, Respond};
+use super::items::{Item, NewItem, Respond};
 use super::{StoreError, StoreResult, idempotency};
 
 /// The most requests one transaction takes.
@@ -84,26 +84,79 @@ async fn run(writer: SqlitePool, cache: Arc<ReadCache>, mut receiver: mpsc::Rece
     }
 }
 
+/// The most rows one insert statement takes. Each row count is its own prepared statement,
+/// so this bounds the writer's statement cache as well as the statement's size.
+const ROWS_PER_STATEMENT: usize = 32;
+
+/// `INSERTS[n - 1]` inserts `n` items, with positional `?`s (SQLite looks a numbered
+/// parameter up by name in linear time).
+static INSERTS: LazyLock<Vec<String>> =
+    LazyLock::new(|| (1..=ROWS_PER_STATEMENT).map(insert_rows).collect());
+
+fn insert_rows(rows: usize) -> String {
+    let mut sql = String::from(
+        "insert into items (name, description, price, quantity, owner_id, version, created_at, updated_at) values ",
+    );
+    for row in 0..rows {
+        if row > 0 {
+            sql.push(',');
+        }
+        sql.push_str("(?, ?, ?, ?, ?, 1, ?, ?)");
+    }
+    sql.push_str(" returning id, name, description, price, quantity, owner_id, version, created_at, updated_at");
+    sql
+}
+
+/// One transaction for the whole batch, one statement per `ROWS_PER_STATEMENT` items: each
+/// statement is a round trip to SQLite's worker thread, which under load cost more than
+/// the insert itself.
 async fn write(writer: &SqlitePool, batch: &[Pending]) -> StoreResult<Vec<Item>> {
     let mut tx = writer.begin().await?;
     let now = Utc::now();
     let mut items = Vec::with_capacity(batch.len());
-    for pending in batch {
-        let item = sqlx::query_as::<_, Item>(INSERT)
-            .bind(pending.item.draft.name())
-            .bind(pending.item.draft.description())
-            .bind(pending.item.draft.price())
-            .bind(pending.item.draft.quantity())
-            .bind(pending.item.owner_id)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
-        if let Some(key) = &pending.item.key {
-            let response = (pending.respond)(&item);
-            idempotency::store_answer!(tx, key, response)?;
+    for chunk in batch.chunks(ROWS_PER_STATEMENT) {
+        let mut query =
+            sqlx::query_as::<_, Item>(sqlx::AssertSqlSafe(INSERTS[chunk.len() - 1].as_str()));
+        for pending in chunk {
+            let draft = &pending.item.draft;
+            query = query
+                .bind(draft.name())
+                .bind(draft.description())
+                .bind(draft.price())
+                .bind(draft.quantity())
+                .bind(pending.item.owner_id)
+                .bind(now)
+                .bind(now);
         }
-        items.push(item);
+        let mut created = query.fetch_all(&mut *tx).await?;
+        // RETURNING gives no order; autoincrement ids follow the VALUES order.
+        created.sort_unstable_by_key(|item| item.id);
+        if created.len() != chunk.len() {
+            return Err(StoreError::Database(sqlx::Error::RowNotFound));
+        }
+        for (pending, item) in chunk.iter().zip(&created) {
+            if let Some(key) = &pending.item.key {
+                let response = (pending.respond)(item);
+                idempotency::store_answer!(tx, key, response)?;
+            }
+        }
+        items.append(&mut created);
     }
     tx.commit().await?;
     Ok(items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_multi_row_insert_has_one_values_tuple_and_seven_parameters_per_row() {
+        let sql = insert_rows(3);
+        assert_eq!(sql.matches("(?, ?, ?, ?, ?, 1, ?, ?)").count(), 3);
+        assert_eq!(sql.matches('?').count(), 21);
+        assert!(sql.ends_with("updated_at"));
+        assert_eq!(INSERTS.len(), ROWS_PER_STATEMENT);
+        assert_eq!(INSERTS[0], insert_rows(1));
+    }
 }

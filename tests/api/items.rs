@@ -20,6 +20,7 @@ both_backends!(
     idempotency_keys_replay_the_first_answer,
     idempotency_key_with_another_body_is_422,
     concurrent_idempotent_posts_create_one_item,
+    concurrent_creations_each_get_their_own_item_and_replay,
     idempotent_replays_survive_a_restart,
     hostile_strings_are_stored_verbatim_or_refused,
 );
@@ -576,6 +577,54 @@ async fn concurrent_idempotent_posts_create_one_item(backend: Backend) {
     assert!(bodies.iter().all(|body| body == &bodies[0]));
     let page: Value = app.get_json("/items").await;
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
+}
+
+/// Concurrent creations share a transaction on SQLite (group commit, several rows per
+/// statement): each answer must still be its own request's item, and each key's replay too.
+async fn concurrent_creations_each_get_their_own_item_and_replay(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let user = app.user().await;
+    let create = |i: usize| {
+        let mut request = app
+            .post("/items")
+            .bearer_auth(&user.token)
+            .json(&json!({"name": format!("batch {i}"), "price": i, "quantity": i}));
+        // Every other request carries a key, so keyed and unkeyed rows share batches.
+        if i % 2 == 0 {
+            request = request.header("idempotency-key", format!("batch-{i}"));
+        }
+        request.send()
+    };
+    let count = 80;
+    let responses = futures::future::join_all((0..count).map(create)).await;
+    let mut items = Vec::new();
+    for (i, response) in responses.into_iter().enumerate() {
+        let response = response.unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let location = response.headers()["location"].to_str().unwrap().to_string();
+        let item: Value = response.json().await.unwrap();
+        assert_eq!(item["name"], format!("batch {i}"));
+        assert_eq!(item["quantity"], i);
+        assert_eq!(location, format!("/items/{}", item["id"]));
+        let stored: Value = app.get_json(&location).await;
+        assert_eq!(stored, item);
+        items.push(item);
+    }
+    let mut ids: Vec<i64> = items
+        .iter()
+        .map(|item| item["id"].as_i64().unwrap())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), count);
+    for i in (0..count).step_by(2) {
+        let replay = create(i).await.unwrap();
+        assert_eq!(replay.status(), StatusCode::CREATED);
+        let item: Value = replay.json().await.unwrap();
+        assert_eq!(item, items[i]);
+    }
+    let page: Value = app.get_json("/items?limit=100").await;
+    assert_eq!(page["items"].as_array().unwrap().len(), count);
 }
 
 async fn idempotent_replays_survive_a_restart(backend: Backend) {
