@@ -590,7 +590,7 @@ async fn concurrent_creations_each_get_their_own_item_and_replay(backend: Backen
             .bearer_auth(&user.token)
             .json(&json!({"name": format!("batch {i}"), "price": i, "quantity": i}));
         // Every other request carries a key, so keyed and unkeyed rows share batches.
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             request = request.header("idempotency-key", format!("batch-{i}"));
         }
         request.send()
