@@ -50,8 +50,12 @@ pub struct Secret {
     pub data: &'static str,
 }
 
+/// The one route that reads the peer address (`ConnectInfo`): the accept loop attaches it
+/// to these requests only.
+pub const TOKEN_PATH: &str = "/auth/token";
+
 /// Exchange an email and password for a bearer token.
-#[utoipa::path(post, path = "/auth/token", tag = "auth",
+#[utoipa::path(post, path = TOKEN_PATH, tag = "auth",
     request_body(content(
         (TokenRequest = "application/x-www-form-urlencoded"),
         (TokenRequest = "application/json"),

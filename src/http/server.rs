@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 use super::HttpService;
+use super::auth::TOKEN_PATH;
 use super::head_guard::HeadGuard;
 
 /// The most header bytes read for one request (hyper answers 431 past it).
@@ -63,9 +64,13 @@ pub async fn serve(
         let service = service
             .clone()
             .map_request(move |mut request: Request<Incoming>| {
-                request
-                    .extensions_mut()
-                    .insert(ConnectInfo::<SocketAddr>(peer));
+                // An extension is an allocation and a hashed insert on every request; only
+                // the login route reads the peer (its throttle).
+                if request.uri().path() == TOKEN_PATH {
+                    request
+                        .extensions_mut()
+                        .insert(ConnectInfo::<SocketAddr>(peer));
+                }
                 request.map(Body::new)
             });
         let connection = builder
