@@ -2,4 +2,5 @@
 
 pub mod fields;
 pub mod item;
+pub mod time;
 pub mod user;

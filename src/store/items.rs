@@ -1,5 +1,6 @@
 //! Items: reads, keyset pages, and writes that check the version in the same statement.
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;

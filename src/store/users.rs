@@ -17,6 +17,7 @@ pub struct User {
     pub full_name: Option<String>,
     #[schema(example = "user")]
     pub role: String,
+    #[serde(serialize_with = "crate::domain::time::rfc3339")]
     pub created_at: DateTime<Utc>,
 }
 
