@@ -18,6 +18,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use super::items::{Item, ItemSummary};
 use super::users::User;
 
@@ -25,6 +27,8 @@ use super::users::User;
 const MAX_ENTRIES: usize = 16_384;
 /// The most page entries (each holds up to 101 items).
 const MAX_PAGES: usize = 256;
+/// The most rendered page answers (each up to about 25 KiB).
+const MAX_PAGE_BODIES: usize = 64;
 /// How long a cached user is trusted without being read again.
 pub const USER_TTL: Duration = Duration::from_secs(2);
 
@@ -73,6 +77,9 @@ pub struct ReadCache {
     generation: AtomicU64,
     items: Tagged<i64, Option<Item>>,
     pages: Tagged<(i64, i64), Vec<Item>>,
+    /// A page's answer as the HTTP layer rendered it: a repeated read of an unchanged page
+    /// is then a lookup and a reference count, not 20 items serialised again.
+    page_bodies: Tagged<(i64, i64), Bytes>,
     newest: Tagged<i64, Vec<ItemSummary>>,
     /// Bumped on every user write, so a lookup that raced a deletion is not kept.
     user_generation: AtomicU64,
@@ -85,6 +92,7 @@ impl Default for ReadCache {
             generation: AtomicU64::new(0),
             items: Tagged::new(MAX_ENTRIES),
             pages: Tagged::new(MAX_PAGES),
+            page_bodies: Tagged::new(MAX_PAGE_BODIES),
             newest: Tagged::new(64),
             user_generation: AtomicU64::new(0),
             users: Mutex::new(HashMap::new()),
@@ -118,6 +126,15 @@ impl ReadCache {
     pub fn put_page(&self, after: i64, limit: i64, tag: u64, items: Vec<Item>) {
         self.pages
             .put((after, limit), tag, items, self.generation());
+    }
+
+    pub fn page_body(&self, after: i64, limit: i64, generation: u64) -> Option<Bytes> {
+        self.page_bodies.get(&(after, limit), generation)
+    }
+
+    pub fn put_page_body(&self, after: i64, limit: i64, tag: u64, body: Bytes) {
+        self.page_bodies
+            .put((after, limit), tag, body, self.generation());
     }
 
     pub fn newest(&self, limit: i64, generation: u64) -> Option<Vec<ItemSummary>> {
@@ -196,6 +213,7 @@ mod tests {
         let tag = cache.generation();
         cache.put_item(1, tag, Some(item(1, 1)));
         cache.put_page(0, 21, tag, vec![item(1, 1)]);
+        cache.put_page_body(0, 21, tag, Bytes::from_static(b"{}"));
         cache.put_newest(20, tag, vec![]);
         assert_eq!(
             cache.item(1, cache.generation()).unwrap().unwrap().version,
@@ -205,6 +223,7 @@ mod tests {
         let now = cache.generation();
         assert!(cache.item(1, now).is_none());
         assert!(cache.page(0, 21, now).is_none());
+        assert!(cache.page_body(0, 21, now).is_none());
         assert!(cache.newest(20, now).is_none());
     }
 

@@ -23,7 +23,9 @@ pub struct Item {
     pub owner_id: i64,
     #[schema(example = 1)]
     pub version: i64,
+    #[serde(serialize_with = "crate::domain::time::rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::domain::time::rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -126,6 +128,24 @@ pub async fn page(db: &Db, after: i64, limit: i64) -> StoreResult<Vec<Item>> {
         cache.put_page(after, limit, tag, items.clone());
     }
     Ok(items)
+}
+
+/// The item generation to tag a rendered answer with, taken before the reads it is made
+/// from; `None` on PostgreSQL, which keeps no read cache (other processes write too).
+pub fn generation(db: &Db) -> Option<u64> {
+    db.cache().map(|cache| cache.generation())
+}
+
+/// The answer rendered for this page at `tag`, if no item has changed since.
+pub fn page_body(db: &Db, after: i64, limit: i64, tag: Option<u64>) -> Option<Bytes> {
+    db.cache()?.page_body(after, limit, tag?)
+}
+
+/// Keeps a page's rendered answer, made from reads that started at `tag`.
+pub fn keep_page_body(db: &Db, after: i64, limit: i64, tag: Option<u64>, body: Bytes) {
+    if let (Some(cache), Some(tag)) = (db.cache(), tag) {
+        cache.put_page_body(after, limit, tag, body);
+    }
 }
 
 /// The newest `limit` items, newest first.
