@@ -88,23 +88,17 @@ async fn run(writer: SqlitePool, cache: Arc<ReadCache>, mut receiver: mpsc::Rece
 /// so this bounds the writer's statement cache as well as the statement's size.
 const ROWS_PER_STATEMENT: usize = 32;
 
-/// `INSERTS[n - 1]` inserts `n` items, with positional `?`s (SQLite looks a numbered
-/// parameter up by name in linear time).
+/// `INSERTS[n - 1]` inserts `n` items.
 static INSERTS: LazyLock<Vec<String>> =
     LazyLock::new(|| (1..=ROWS_PER_STATEMENT).map(insert_rows).collect());
 
 fn insert_rows(rows: usize) -> String {
-    let mut sql = String::from(
+    super::sqlite_multi_row(
         "insert into items (name, description, price, quantity, owner_id, version, created_at, updated_at) values ",
-    );
-    for row in 0..rows {
-        if row > 0 {
-            sql.push(',');
-        }
-        sql.push_str("(?, ?, ?, ?, ?, 1, ?, ?)");
-    }
-    sql.push_str(" returning id, name, description, price, quantity, owner_id, version, created_at, updated_at");
-    sql
+        "(?, ?, ?, ?, ?, 1, ?, ?)",
+        rows,
+        " returning id, name, description, price, quantity, owner_id, version, created_at, updated_at",
+    )
 }
 
 /// One transaction for the whole batch, one statement per `ROWS_PER_STATEMENT` items: each

@@ -317,33 +317,22 @@ pub async fn commit_chunk(
     Ok(true)
 }
 
-/// A multi-row SQLite insert with positional `?`s: looking a numbered parameter up by name is
-/// linear in SQLite, which would make binding thousands of `$n` quadratic.
 fn sqlite_insert_items(rows: usize) -> String {
-    let mut sql = String::with_capacity(160 + rows * 32);
-    sql.push_str(
+    super::sqlite_multi_row(
         "insert into items (owner_id, created_at, updated_at, job_id, version, name, description, price, quantity, job_index) values ",
-    );
-    for row in 0..rows {
-        if row > 0 {
-            sql.push(',');
-        }
-        sql.push_str("(?, ?, ?, ?, 1, ?, ?, ?, ?, ?)");
-    }
-    sql.push_str(" on conflict (job_id, job_index) do nothing");
-    sql
+        "(?, ?, ?, ?, 1, ?, ?, ?, ?, ?)",
+        rows,
+        " on conflict (job_id, job_index) do nothing",
+    )
 }
 
 fn sqlite_insert_rejections(rows: usize) -> String {
-    let mut sql = String::from("insert into job_rejections (job_id, idx, errors) values ");
-    for row in 0..rows {
-        if row > 0 {
-            sql.push(',');
-        }
-        sql.push_str("(?, ?, ?)");
-    }
-    sql.push_str(" on conflict (job_id, idx) do nothing");
-    sql
+    super::sqlite_multi_row(
+        "insert into job_rejections (job_id, idx, errors) values ",
+        "(?, ?, ?)",
+        rows,
+        " on conflict (job_id, idx) do nothing",
+    )
 }
 
 /// The ids of the items a job created, in row order.

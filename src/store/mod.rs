@@ -117,6 +117,22 @@ fn is_unavailable(error: &sqlx::Error) -> bool {
 }
 
 /// True when the error is the violation of a unique constraint (the caller maps it to 409).
+/// A multi-row SQLite statement: `head`, then `rows` copies of `tuple` joined by commas, then
+/// `tail`. Tuples use positional `?`s: SQLite looks a numbered parameter up by name in
+/// linear time, which would make binding thousands of `$n` quadratic.
+pub(crate) fn sqlite_multi_row(head: &str, tuple: &str, rows: usize, tail: &str) -> String {
+    let mut sql = String::with_capacity(head.len() + rows * (tuple.len() + 1) + tail.len());
+    sql.push_str(head);
+    for row in 0..rows {
+        if row > 0 {
+            sql.push(',');
+        }
+        sql.push_str(tuple);
+    }
+    sql.push_str(tail);
+    sql
+}
+
 pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
 }
