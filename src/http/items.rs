@@ -101,12 +101,8 @@ fn send(status: StatusCode, item: &Item) -> Response {
     // What `idem::replay(&item_response(status, item))` answers, without the round trip
     // through the stored form (headers as JSON text, a copy of the body).
     let body = serde_json::to_vec(item).expect("an item serialises");
-    let mut response = (status, body).into_response();
+    let mut response = json_answer(status, body);
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
     headers.insert(
         header::ETAG,
         HeaderValue::from_str(&item.etag()).expect("etags are header text"),
@@ -162,7 +158,7 @@ pub async fn list_items(
     // Taken before the reads: a write that lands after it makes the answer one not to keep.
     let tag = items::generation(&state.db);
     if let Some(body) = items::page_body(&state.db, after, limit, tag) {
-        return Ok(json_answer(body));
+        return Ok(json_answer(StatusCode::OK, body));
     }
     let mut items = items::page(&state.db, after, limit + 1).await?;
     let next_cursor = if items.len() as i64 > limit {
@@ -176,18 +172,18 @@ pub async fn list_items(
     serde_json::to_writer(&mut body, &page).expect("a page serialises");
     let body = Bytes::from(body);
     items::keep_page_body(&state.db, after, limit, tag, body.clone());
-    Ok(json_answer(body))
+    Ok(json_answer(StatusCode::OK, body))
 }
 
-fn json_answer(body: Bytes) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response()
+/// A JSON answer whose body is already serialised.
+fn json_answer(status: StatusCode, body: impl Into<axum::body::Body>) -> Response {
+    let mut response = Response::new(body.into());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// One item, with its `ETag`; 304 when `If-None-Match` matches.

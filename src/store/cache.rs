@@ -25,8 +25,6 @@ use super::users::User;
 
 /// The most entries one map holds; past that it is cleared (cheap, and rare).
 const MAX_ENTRIES: usize = 16_384;
-/// The most page entries (each holds up to 101 items).
-const MAX_PAGES: usize = 256;
 /// The most rendered page answers (each up to about 25 KiB).
 const MAX_PAGE_BODIES: usize = 64;
 /// How long a cached user is trusted without being read again.
@@ -76,7 +74,6 @@ impl<K: Eq + Hash, V: Clone> Tagged<K, V> {
 pub struct ReadCache {
     generation: AtomicU64,
     items: Tagged<i64, Option<Item>>,
-    pages: Tagged<(i64, i64), Vec<Item>>,
     /// A page's answer as the HTTP layer rendered it: a repeated read of an unchanged page
     /// is then a lookup and a reference count, not 20 items serialised again.
     page_bodies: Tagged<(i64, i64), Bytes>,
@@ -91,7 +88,6 @@ impl Default for ReadCache {
         ReadCache {
             generation: AtomicU64::new(0),
             items: Tagged::new(MAX_ENTRIES),
-            pages: Tagged::new(MAX_PAGES),
             page_bodies: Tagged::new(MAX_PAGE_BODIES),
             newest: Tagged::new(64),
             user_generation: AtomicU64::new(0),
@@ -117,15 +113,6 @@ impl ReadCache {
 
     pub fn put_item(&self, id: i64, tag: u64, item: Option<Item>) {
         self.items.put(id, tag, item, self.generation());
-    }
-
-    pub fn page(&self, after: i64, limit: i64, generation: u64) -> Option<Vec<Item>> {
-        self.pages.get(&(after, limit), generation)
-    }
-
-    pub fn put_page(&self, after: i64, limit: i64, tag: u64, items: Vec<Item>) {
-        self.pages
-            .put((after, limit), tag, items, self.generation());
     }
 
     pub fn page_body(&self, after: i64, limit: i64, generation: u64) -> Option<Bytes> {
@@ -212,7 +199,6 @@ mod tests {
         let cache = ReadCache::default();
         let tag = cache.generation();
         cache.put_item(1, tag, Some(item(1, 1)));
-        cache.put_page(0, 21, tag, vec![item(1, 1)]);
         cache.put_page_body(0, 21, tag, Bytes::from_static(b"{}"));
         cache.put_newest(20, tag, vec![]);
         assert_eq!(
@@ -222,7 +208,6 @@ mod tests {
         cache.items_changed();
         let now = cache.generation();
         assert!(cache.item(1, now).is_none());
-        assert!(cache.page(0, 21, now).is_none());
         assert!(cache.page_body(0, 21, now).is_none());
         assert!(cache.newest(20, now).is_none());
     }

@@ -116,7 +116,6 @@ fn is_unavailable(error: &sqlx::Error) -> bool {
     }
 }
 
-/// True when the error is the violation of a unique constraint (the caller maps it to 409).
 /// A multi-row SQLite statement: `head`, then `rows` copies of `tuple` joined by commas, then
 /// `tail`. Tuples use positional `?`s: SQLite looks a numbered parameter up by name in
 /// linear time, which would make binding thousands of `$n` quadratic.
@@ -133,6 +132,7 @@ pub(crate) fn sqlite_multi_row(head: &str, tuple: &str, rows: usize, tail: &str)
     sql
 }
 
+/// True when the error is the violation of a unique constraint (the caller maps it to 409).
 pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
 }
