@@ -309,11 +309,11 @@ fn start_jobs(state: &AppState, stop: &CancellationToken) -> Vec<JoinHandle<()>>
         test_hooks: state.settings.test_hooks,
     };
     let mut tasks = worker::spawn_workers(config, state.settings.workers, stop.clone());
-    if let Db::Postgres(pool) = &state.db
+    if let Db::Postgres(postgres) = &state.db
         && state.settings.workers > 0
     {
         tasks.push(worker::spawn_listener(
-            pool.clone(),
+            postgres.pool.clone(),
             state.jobs.wake.clone(),
             stop.clone(),
         ));

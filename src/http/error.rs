@@ -196,6 +196,11 @@ impl ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Database error")
     }
 
+    /// 507 (RFC 4918 §11.5): the write cannot be stored because the disk is full.
+    pub fn insufficient_storage() -> Self {
+        ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "Insufficient storage")
+    }
+
     pub fn unavailable(detail: &'static str) -> Self {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, detail)
             .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
@@ -222,6 +227,15 @@ impl From<StoreError> for ApiError {
             StoreError::Unavailable(cause) => {
                 tracing::warn!(error = %cause, "database unavailable");
                 ApiError::unavailable("Database unavailable, try again shortly")
+            }
+            // Logged once, when the fault starts (`store::storage::StorageHealth`).
+            StoreError::Full(cause) => {
+                tracing::debug!(error = %cause, "storage full");
+                ApiError::insufficient_storage()
+            }
+            StoreError::Fault(cause) => {
+                tracing::debug!(error = %cause, "storage fault");
+                ApiError::unavailable("Storage unavailable, try again later")
             }
             StoreError::Database(cause) => {
                 tracing::error!(error = %cause, "database error");

@@ -127,13 +127,27 @@ pub async fn begin_with_fingerprint(
     })
 }
 
-/// Gives the key back after the work failed, so the client may retry with it.
+/// Gives the key back after the work failed, so the client may retry with it. When the
+/// release itself fails (the disk that refused the work may refuse it too), it is retried in
+/// the background until it lands or the claim would count as abandoned anyway: otherwise the
+/// client's retry would meet a 409 for minutes after the storage came back.
 pub async fn abandon(db: &Db, key: Option<&KeyRef<'_>>) {
-    if let Some(key) = key
-        && let Err(error) = idempotency::release(db, key).await
-    {
-        tracing::warn!(%error, "could not release an idempotency key");
-    }
+    let Some(key) = key else { return };
+    let Err(error) = idempotency::release(db, key).await else {
+        return;
+    };
+    tracing::warn!(%error, "could not release an idempotency key; retrying in the background");
+    let (db, key) = (db.clone(), key.to_owned_key());
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now()
+            + std::time::Duration::from_millis(idempotency::ABANDONED_MS as u64);
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            if idempotency::release(&db, &key.as_key_ref()).await.is_ok() {
+                return;
+            }
+        }
+    });
 }
 
 /// Builds a JSON response that can be stored and replayed byte for byte.

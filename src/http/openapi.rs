@@ -40,10 +40,14 @@ impl Modify for BearerScheme {
 }
 
 /// Any operation can meet a fault: 500 (a database error, a panic) and 503 (the database
-/// cannot be reached, the pool is exhausted, the request timed out). Listed once, here,
-/// for every operation instead of in each annotation; applied once the handlers' paths
-/// have been collected (see `http::api`).
+/// cannot be reached, the pool is exhausted, the request timed out, the database file is
+/// gone or unwritable); every operation that writes, 507 (the disk is full). Listed once,
+/// here, for every operation instead of in each annotation; applied once the handlers'
+/// paths have been collected (see `http::api`).
 pub struct ServerFaults;
+
+/// `POST` routes that store nothing, so cannot meet a full disk.
+const READ_ONLY_POSTS: [&str; 2] = ["/validate", "/auth/token"];
 
 fn problem_response(description: &str) -> ResponseBuilder {
     ResponseBuilder::new().description(description).content(
@@ -54,7 +58,30 @@ fn problem_response(description: &str) -> ResponseBuilder {
 
 impl Modify for ServerFaults {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        for item in openapi.paths.paths.values_mut() {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let writes = !READ_ONLY_POSTS.contains(&path.as_str());
+            for operation in [
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            .filter(|_| writes)
+            {
+                operation
+                    .responses
+                    .responses
+                    .entry("507".to_string())
+                    .or_insert_with(|| {
+                        problem_response(
+                            "Insufficient storage: the disk is full; nothing of the request was kept",
+                        )
+                        .build()
+                        .into()
+                    });
+            }
             let operations = [
                 &mut item.get,
                 &mut item.put,
@@ -70,7 +97,9 @@ impl Modify for ServerFaults {
                         .into()
                 });
                 responses.entry("503".to_string()).or_insert_with(|| {
-                    problem_response("The database is unavailable or the request timed out")
+                    problem_response(
+                        "The database is unavailable, its file is gone or unwritable, or the request timed out",
+                    )
                         .header(
                             "Retry-After",
                             HeaderBuilder::new()

@@ -32,17 +32,19 @@ pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// Readiness: 200 when the database answers, else 503.
+/// Readiness: 200 when the database answers and takes writes, else 503 (after a storage
+/// fault, until a write succeeds again).
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
-        (status = 200, description = "The database answers", body = Health),
-        (status = 503, description = "The database does not answer", body = crate::http::error::ProblemBody,
+        (status = 200, description = "The database answers and takes writes", body = Health),
+        (status = 503, description = "The database does not answer, its file is gone or replaced, or the last write failed for lack of storage and none has succeeded since", body = crate::http::error::ProblemBody,
             content_type = "application/problem+json",
             headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
     ))]
 pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
-    match tokio::time::timeout(std::time::Duration::from_secs(2), state.db.ping()).await {
+    match tokio::time::timeout(std::time::Duration::from_secs(2), state.db.ready()).await {
         Ok(Ok(())) => Ok(Json(Health { status: "ready" })),
+        Ok(Err(error)) if error.is_storage() => Err(ApiError::unavailable("Storage unavailable")),
         _ => Err(ApiError::unavailable("Database unavailable")),
     }
 }

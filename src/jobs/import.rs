@@ -74,17 +74,22 @@ pub async fn run(job: &Claimed, context: &JobContext) -> Result<Outcome, JobErro
                 }),
             }
         }
-        let held = store::jobs::commit_chunk(
-            &context.db,
-            job,
-            &context.worker,
-            context.lease_ms,
-            &valid,
-            &rejected,
-            end as i64,
-        )
-        .await
-        .map_err(JobError::store)?;
+        let committed = context
+            .persist(|| {
+                store::jobs::commit_chunk(
+                    &context.db,
+                    job,
+                    &context.worker,
+                    context.lease_ms,
+                    &valid,
+                    &rejected,
+                    end as i64,
+                )
+            })
+            .await?;
+        let Some(held) = committed else {
+            return Ok(Outcome::Interrupted);
+        };
         if !held {
             return Ok(Outcome::LeaseLost);
         }
@@ -123,12 +128,12 @@ async fn finish(job: &Claimed, context: &JobContext) -> Result<Outcome, JobError
     }
     let result =
         serde_json::to_string(&ImportResult { created, rejected }).expect("a result serialises");
-    if store::jobs::succeed(&context.db, job.id, &context.worker, &result)
-        .await
-        .map_err(JobError::store)?
-    {
-        Ok(Outcome::Succeeded)
-    } else {
-        Ok(Outcome::LeaseLost)
-    }
+    let succeeded = context
+        .persist(|| store::jobs::succeed(&context.db, job.id, &context.worker, &result))
+        .await?;
+    Ok(match succeeded {
+        Some(true) => Outcome::Succeeded,
+        Some(false) => Outcome::LeaseLost,
+        None => Outcome::Interrupted,
+    })
 }

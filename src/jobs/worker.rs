@@ -31,6 +31,46 @@ pub struct JobContext {
     pub stop: CancellationToken,
 }
 
+/// How often a job retries a write that failed for lack of storage: often, so that once
+/// space is back the job's holder commits (and extends its lease) before another worker
+/// could take the job over; a failed write costs little.
+const STORAGE_RETRY: Duration = Duration::from_millis(200);
+
+impl JobContext {
+    /// Runs one of the job's writes until it succeeds, waiting out storage faults: a full
+    /// disk or an unwritable file is not the job's fault, so it costs no attempt, and
+    /// nothing is counted done that did not commit. `None` when the job is told to stop
+    /// while it waits.
+    pub async fn persist<T, W, F>(&self, mut write: W) -> Result<Option<T>, JobError>
+    where
+        W: FnMut() -> F,
+        F: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let mut waiting = false;
+        loop {
+            match write().await {
+                Ok(value) => {
+                    if waiting {
+                        tracing::info!(worker = %self.worker, "storage is back: the job goes on");
+                    }
+                    return Ok(Some(value));
+                }
+                Err(error) if error.is_storage() => {
+                    if !waiting {
+                        tracing::warn!(worker = %self.worker, %error, "a job's write failed for lack of storage; retrying until it succeeds");
+                        waiting = true;
+                    }
+                    tokio::select! {
+                        _ = self.stop.cancelled() => return Ok(None),
+                        _ = tokio::time::sleep(STORAGE_RETRY) => {}
+                    }
+                }
+                Err(error) => return Err(JobError::store(error)),
+            }
+        }
+    }
+}
+
 /// How an attempt ended, short of an error.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -104,6 +144,10 @@ async fn work(config: WorkerConfig, id: Arc<str>, stop: CancellationToken) {
                 continue;
             }
             Ok(None) => {}
+            // Logged once by the storage health when the fault starts.
+            Err(error) if error.is_storage() => {
+                tracing::debug!(worker = %id, %error, "claiming a job failed")
+            }
             Err(error) => tracing::warn!(worker = %id, %error, "claiming a job failed"),
         }
         tokio::select! {
@@ -211,6 +255,9 @@ async fn heartbeat_until_done(
             _ = beat.tick() => match store::jobs::heartbeat(db, job.id, worker, lease_ms).await {
                 Ok(true) => {}
                 Ok(false) => job_stop.cancel(),
+                Err(error) if error.is_storage() => {
+                    tracing::debug!(job_id = %job.id, %error, "heartbeat failed for lack of storage")
+                }
                 Err(error) => tracing::warn!(job_id = %job.id, %error, "heartbeat failed"),
             },
         }

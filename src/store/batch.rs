@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::cache::ReadCache;
 use super::items::{Item, NewItem, Respond};
+use super::storage::StorageHealth;
 use super::{StoreError, StoreResult, idempotency};
 
 /// The most requests one transaction takes.
@@ -33,9 +34,9 @@ fn closed() -> StoreError {
 }
 
 impl ItemBatcher {
-    pub fn start(writer: SqlitePool, cache: Arc<ReadCache>) -> Self {
+    pub fn start(writer: SqlitePool, cache: Arc<ReadCache>, health: Arc<StorageHealth>) -> Self {
         let (sender, receiver) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(run(writer, cache, receiver));
+        tokio::spawn(run(writer, cache, health, receiver));
         ItemBatcher { sender }
     }
 
@@ -53,10 +54,18 @@ impl ItemBatcher {
     }
 }
 
-async fn run(writer: SqlitePool, cache: Arc<ReadCache>, mut receiver: mpsc::Receiver<Pending>) {
+async fn run(
+    writer: SqlitePool,
+    cache: Arc<ReadCache>,
+    health: Arc<StorageHealth>,
+    mut receiver: mpsc::Receiver<Pending>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let written = write(&writer, &batch).await;
+        let written = match health.before_write() {
+            Ok(()) => health.settle(write(&writer, &batch).await),
+            Err(error) => Err(error),
+        };
         // Before any answer is sent: a client that saw its item created reads it fresh.
         cache.items_changed();
         match written {
@@ -65,22 +74,38 @@ async fn run(writer: SqlitePool, cache: Arc<ReadCache>, mut receiver: mpsc::Rece
                     let _ = pending.reply.send(Ok(item));
                 }
             }
-            Err(error) if batch.len() == 1 => {
-                let pending = batch.pop().expect("one request");
-                let _ = pending.reply.send(Err(error));
+            // A storage fault fails every request alike: no point retrying them one by one.
+            Err(error) if batch.len() == 1 || error.is_storage() => {
+                for pending in batch.drain(..) {
+                    let _ = pending.reply.send(Err(same_error(&error)));
+                }
             }
             // One bad request must not fail its neighbours: redo them one by one, so
             // each gets its own answer.
             Err(_) => {
                 for pending in batch.drain(..) {
-                    let result = write(&writer, std::slice::from_ref(&pending))
-                        .await
-                        .map(|mut items| items.remove(0));
+                    let result = health.settle(
+                        write(&writer, std::slice::from_ref(&pending))
+                            .await
+                            .map(|mut items| items.remove(0)),
+                    );
                     cache.items_changed();
                     let _ = pending.reply.send(result);
                 }
             }
         }
+    }
+}
+
+/// The error to give each request of a batch that failed as a whole. `sqlx::Error` is not
+/// `Clone`; what the HTTP layer needs of it is its class, and the cause is logged once.
+fn same_error(error: &StoreError) -> StoreError {
+    let cause = || sqlx::Error::Protocol(error.to_string());
+    match error {
+        StoreError::Unavailable(_) => StoreError::Unavailable(cause()),
+        StoreError::Full(_) => StoreError::Full(cause()),
+        StoreError::Fault(_) => StoreError::Fault(cause()),
+        StoreError::Database(_) => StoreError::Database(cause()),
     }
 }
 

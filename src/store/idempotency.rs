@@ -35,6 +35,16 @@ pub struct OwnedKey {
     pub key: String,
 }
 
+impl OwnedKey {
+    pub fn as_key_ref(&self) -> KeyRef<'_> {
+        KeyRef {
+            user_id: self.user_id,
+            scope: self.scope,
+            key: &self.key,
+        }
+    }
+}
+
 /// A response as it is replayed: status, the headers worth repeating, the exact body bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredResponse {
@@ -80,6 +90,7 @@ pub(crate) use store_answer;
 type KeyRow = (Vec<u8>, Option<i32>, Option<String>, Option<Vec<u8>>, i64);
 
 pub async fn claim(db: &Db, key: &KeyRef<'_>, request_hash: &[u8]) -> StoreResult<Claim> {
+    db.write(async {
     let insert = "insert into idempotency_keys (user_id, scope, key, request_hash, created_at_ms) \
                   values ($1, $2, $3, $4, $5) on conflict do nothing";
     let select = "select request_hash, status, response_headers, response_body, created_at_ms \
@@ -143,10 +154,12 @@ pub async fn claim(db: &Db, key: &KeyRef<'_>, request_hash: &[u8]) -> StoreResul
             _ => Claim::InFlight,
         })
     })
+}).await
 }
 
 /// Gives a claimed key back after the request failed, so the client may retry it.
 pub async fn release(db: &Db, key: &KeyRef<'_>) -> StoreResult<()> {
+    db.write(async {
     let sql = "delete from idempotency_keys where user_id = $1 and scope = $2 and key = $3 and status is null";
     with_writer!(db, |pool| {
         sqlx::query(sql)
@@ -157,17 +170,21 @@ pub async fn release(db: &Db, key: &KeyRef<'_>) -> StoreResult<()> {
             .await?;
     });
     Ok(())
+}).await
 }
 
 /// Removes keys past their 24 hours; returns how many.
 pub async fn sweep(db: &Db) -> StoreResult<u64> {
-    let sql = "delete from idempotency_keys where created_at_ms < $1";
-    let removed = with_writer!(db, |pool| {
-        sqlx::query(sql)
-            .bind(now_millis() - RETENTION_MS)
-            .execute(pool)
-            .await?
-            .rows_affected()
-    });
-    Ok(removed)
+    db.write(async {
+        let sql = "delete from idempotency_keys where created_at_ms < $1";
+        let removed = with_writer!(db, |pool| {
+            sqlx::query(sql)
+                .bind(now_millis() - RETENTION_MS)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(removed)
+    })
+    .await
 }

@@ -64,8 +64,16 @@ pub struct NewItem {
 pub async fn insert(db: &Db, item: NewItem, respond: Respond) -> StoreResult<Item> {
     let pool = match db {
         Db::Sqlite(sqlite) => return sqlite.items.insert(item, respond).await,
-        Db::Postgres(pool) => pool,
+        Db::Postgres(postgres) => &postgres.pool,
     };
+    db.write(insert_postgres(pool, item, respond)).await
+}
+
+async fn insert_postgres(
+    pool: &sqlx::PgPool,
+    item: NewItem,
+    respond: Respond,
+) -> StoreResult<Item> {
     let mut tx = pool.begin().await?;
     let created = sqlx::query_as::<_, Item>(INSERT)
         .bind(item.draft.name())
@@ -168,6 +176,7 @@ pub async fn update(
     version: i64,
     draft: &ItemDraft,
 ) -> StoreResult<Option<Item>> {
+    db.write(async {
     let sql = "update items set name = $1, description = $2, price = $3, quantity = $4, \
                version = version + 1, updated_at = $5 \
                where id = $6 and version = $7 \
@@ -181,24 +190,28 @@ pub async fn update(
             .bind(Utc::now())
             .bind(id)
             .bind(version)
-            .fetch_optional(pool)
+            .fetch_all(pool)
             .await
     });
     db.items_changed();
-    Ok(item?)
+    Ok(item?.pop())
+}).await
 }
 
 /// Deletes the item if it is still at `version`; false when it is not (or is gone).
 pub async fn delete(db: &Db, id: i64, version: i64) -> StoreResult<bool> {
-    let sql = "delete from items where id = $1 and version = $2";
-    let deleted = with_writer!(db, |pool| {
-        sqlx::query(sql)
-            .bind(id)
-            .bind(version)
-            .execute(pool)
-            .await
-            .map(|done| done.rows_affected())
-    });
-    db.items_changed();
-    Ok(deleted? > 0)
+    db.write(async {
+        let sql = "delete from items where id = $1 and version = $2";
+        let deleted = with_writer!(db, |pool| {
+            sqlx::query(sql)
+                .bind(id)
+                .bind(version)
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())
+        });
+        db.items_changed();
+        Ok(deleted? > 0)
+    })
+    .await
 }

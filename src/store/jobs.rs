@@ -66,6 +66,7 @@ pub async fn enqueue(
     job: &NewJob<'_>,
     key: Option<(&KeyRef<'_>, &StoredResponse)>,
 ) -> StoreResult<()> {
+    db.write(async {
     let sql = "insert into jobs (id, kind, owner_id, status, total, done, attempts, max_attempts, run_at_ms, created_at) \
                values ($1, $2, $3, 'queued', $4, 0, 0, $5, $6, $7)";
     let payload = "insert into job_payloads (job_id, payload) values ($1, $2)";
@@ -98,6 +99,7 @@ pub async fn enqueue(
         tx.commit().await?;
     });
     Ok(())
+}).await
 }
 
 pub async fn find(db: &Db, id: Uuid) -> StoreResult<Option<Job>> {
@@ -116,6 +118,7 @@ pub async fn find(db: &Db, id: Uuid) -> StoreResult<Option<Job>> {
 /// PostgreSQL skips rows other workers are claiming (`for update skip locked`); SQLite has
 /// one writer connection, so claims are serialised there anyway.
 pub async fn claim(db: &Db, worker: &str, lease_ms: i64) -> StoreResult<Option<Claimed>> {
+    db.write(async {
     const CLAIM: &str = "update jobs set status = 'running', attempts = attempts + 1, locked_by = $1, \
          locked_until_ms = $2, started_at = coalesce(started_at, $3) \
          where id = (select id from jobs \
@@ -123,7 +126,7 @@ pub async fn claim(db: &Db, worker: &str, lease_ms: i64) -> StoreResult<Option<C
              order by run_at_ms limit 1 {lock}) \
          returning id, kind, owner_id, total, done, attempts, max_attempts";
     let now = now_millis();
-    let claimed = match db {
+    let mut claimed = match db {
         Db::Sqlite(sqlite) => {
             let sql = CLAIM.replace("{lock}", "");
             sqlx::query_as::<_, Claimed>(sqlx::AssertSqlSafe(sql))
@@ -131,21 +134,22 @@ pub async fn claim(db: &Db, worker: &str, lease_ms: i64) -> StoreResult<Option<C
                 .bind(now + lease_ms)
                 .bind(Utc::now())
                 .bind(now)
-                .fetch_optional(&sqlite.writer)
+                .fetch_all(&sqlite.writer)
                 .await?
         }
-        Db::Postgres(pool) => {
+        Db::Postgres(postgres) => {
+            let pool = &postgres.pool;
             let sql = CLAIM.replace("{lock}", "for update skip locked");
             sqlx::query_as::<_, Claimed>(sqlx::AssertSqlSafe(sql))
                 .bind(worker)
                 .bind(now + lease_ms)
                 .bind(Utc::now())
                 .bind(now)
-                .fetch_optional(pool)
+                .fetch_all(pool)
                 .await?
         }
     };
-    let Some(mut claimed) = claimed else {
+    let Some(mut claimed) = claimed.pop() else {
         return Ok(None);
     };
     let payload = "select payload from job_payloads where job_id = $1";
@@ -157,10 +161,12 @@ pub async fn claim(db: &Db, worker: &str, lease_ms: i64) -> StoreResult<Option<C
             .unwrap_or_default()
     });
     Ok(Some(claimed))
+}).await
 }
 
 /// Extends the lease; false when the worker no longer holds the job.
 pub async fn heartbeat(db: &Db, id: Uuid, worker: &str, lease_ms: i64) -> StoreResult<bool> {
+    db.write(async {
     let sql = "update jobs set locked_until_ms = $1 where id = $2 and locked_by = $3 and status = 'running'";
     let updated = with_writer!(db, |pool| {
         sqlx::query(sql)
@@ -172,6 +178,7 @@ pub async fn heartbeat(db: &Db, id: Uuid, worker: &str, lease_ms: i64) -> StoreR
             .rows_affected()
     });
     Ok(updated == 1)
+}).await
 }
 
 /// One row of an import that passed validation, with its index in the job.
@@ -220,101 +227,107 @@ pub async fn commit_chunk(
     rejections: &[Rejection],
     done: i64,
 ) -> StoreResult<bool> {
-    let now = Utc::now();
-    let lease_until = now_millis() + lease_ms;
-    match db {
-        Db::Sqlite(sqlite) => {
-            let mut tx = sqlite.writer.begin().await?;
-            let held = sqlx::query(CURSOR)
-                .bind(done)
-                .bind(lease_until)
-                .bind(job.id)
-                .bind(worker)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if held != 1 {
-                tx.rollback().await?;
-                return Ok(false);
+    db.write(async {
+        let now = Utc::now();
+        let lease_until = now_millis() + lease_ms;
+        match db {
+            Db::Sqlite(sqlite) => {
+                let mut tx = sqlite.writer.begin().await?;
+                let held = sqlx::query(CURSOR)
+                    .bind(done)
+                    .bind(lease_until)
+                    .bind(job.id)
+                    .bind(worker)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if held != 1 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                for batch in rows.chunks(ROWS_PER_STATEMENT) {
+                    let mut query =
+                        sqlx::query(sqlx::AssertSqlSafe(sqlite_insert_items(batch.len())));
+                    for row in batch {
+                        query = query
+                            .bind(job.owner_id)
+                            .bind(now)
+                            .bind(now)
+                            .bind(job.id)
+                            .bind(row.draft.name())
+                            .bind(row.draft.description())
+                            .bind(row.draft.price())
+                            .bind(row.draft.quantity())
+                            .bind(row.index);
+                    }
+                    query.execute(&mut *tx).await?;
+                }
+                for batch in rejections.chunks(ROWS_PER_STATEMENT) {
+                    let mut query =
+                        sqlx::query(sqlx::AssertSqlSafe(sqlite_insert_rejections(batch.len())));
+                    for rejection in batch {
+                        query = query
+                            .bind(job.id)
+                            .bind(rejection.index)
+                            .bind(&rejection.errors);
+                    }
+                    query.execute(&mut *tx).await?;
+                }
+                let committed = tx.commit().await;
+                sqlite.cache.items_changed();
+                committed?;
             }
-            for batch in rows.chunks(ROWS_PER_STATEMENT) {
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sqlite_insert_items(batch.len())));
-                for row in batch {
-                    query = query
+            Db::Postgres(postgres) => {
+                let pool = &postgres.pool;
+                let mut tx = pool.begin().await?;
+                let held = sqlx::query(CURSOR)
+                    .bind(done)
+                    .bind(lease_until)
+                    .bind(job.id)
+                    .bind(worker)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if held != 1 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                if !rows.is_empty() {
+                    let names: Vec<&str> = rows.iter().map(|row| row.draft.name()).collect();
+                    let descriptions: Vec<Option<&str>> =
+                        rows.iter().map(|row| row.draft.description()).collect();
+                    let prices: Vec<f64> = rows.iter().map(|row| row.draft.price()).collect();
+                    let quantities: Vec<i64> =
+                        rows.iter().map(|row| row.draft.quantity()).collect();
+                    let indexes: Vec<i64> = rows.iter().map(|row| row.index).collect();
+                    sqlx::query(PG_INSERT_ITEMS)
                         .bind(job.owner_id)
                         .bind(now)
-                        .bind(now)
                         .bind(job.id)
-                        .bind(row.draft.name())
-                        .bind(row.draft.description())
-                        .bind(row.draft.price())
-                        .bind(row.draft.quantity())
-                        .bind(row.index);
+                        .bind(names)
+                        .bind(descriptions)
+                        .bind(prices)
+                        .bind(quantities)
+                        .bind(indexes)
+                        .execute(&mut *tx)
+                        .await?;
                 }
-                query.execute(&mut *tx).await?;
-            }
-            for batch in rejections.chunks(ROWS_PER_STATEMENT) {
-                let mut query =
-                    sqlx::query(sqlx::AssertSqlSafe(sqlite_insert_rejections(batch.len())));
-                for rejection in batch {
-                    query = query
+                if !rejections.is_empty() {
+                    let indexes: Vec<i64> = rejections.iter().map(|r| r.index).collect();
+                    let errors: Vec<&str> = rejections.iter().map(|r| r.errors.as_str()).collect();
+                    sqlx::query(PG_INSERT_REJECTIONS)
                         .bind(job.id)
-                        .bind(rejection.index)
-                        .bind(&rejection.errors);
+                        .bind(indexes)
+                        .bind(errors)
+                        .execute(&mut *tx)
+                        .await?;
                 }
-                query.execute(&mut *tx).await?;
+                tx.commit().await?;
             }
-            let committed = tx.commit().await;
-            sqlite.cache.items_changed();
-            committed?;
         }
-        Db::Postgres(pool) => {
-            let mut tx = pool.begin().await?;
-            let held = sqlx::query(CURSOR)
-                .bind(done)
-                .bind(lease_until)
-                .bind(job.id)
-                .bind(worker)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if held != 1 {
-                tx.rollback().await?;
-                return Ok(false);
-            }
-            if !rows.is_empty() {
-                let names: Vec<&str> = rows.iter().map(|row| row.draft.name()).collect();
-                let descriptions: Vec<Option<&str>> =
-                    rows.iter().map(|row| row.draft.description()).collect();
-                let prices: Vec<f64> = rows.iter().map(|row| row.draft.price()).collect();
-                let quantities: Vec<i64> = rows.iter().map(|row| row.draft.quantity()).collect();
-                let indexes: Vec<i64> = rows.iter().map(|row| row.index).collect();
-                sqlx::query(PG_INSERT_ITEMS)
-                    .bind(job.owner_id)
-                    .bind(now)
-                    .bind(job.id)
-                    .bind(names)
-                    .bind(descriptions)
-                    .bind(prices)
-                    .bind(quantities)
-                    .bind(indexes)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            if !rejections.is_empty() {
-                let indexes: Vec<i64> = rejections.iter().map(|r| r.index).collect();
-                let errors: Vec<&str> = rejections.iter().map(|r| r.errors.as_str()).collect();
-                sqlx::query(PG_INSERT_REJECTIONS)
-                    .bind(job.id)
-                    .bind(indexes)
-                    .bind(errors)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-        }
-    }
-    Ok(true)
+        Ok(true)
+    })
+    .await
 }
 
 fn sqlite_insert_items(rows: usize) -> String {
@@ -389,19 +402,22 @@ pub async fn retry(
 
 /// Hands a job back at shutdown: queued again at once, and the interrupted attempt does not count.
 pub async fn release(db: &Db, id: Uuid, worker: &str) -> StoreResult<bool> {
-    let sql = "update jobs set status = 'queued', attempts = attempts - 1, run_at_ms = $1, \
+    db.write(async {
+        let sql = "update jobs set status = 'queued', attempts = attempts - 1, run_at_ms = $1, \
                locked_by = null, locked_until_ms = null \
                where id = $2 and locked_by = $3 and status = 'running'";
-    let updated = with_writer!(db, |pool| {
-        sqlx::query(sql)
-            .bind(now_millis())
-            .bind(id)
-            .bind(worker)
-            .execute(pool)
-            .await?
-            .rows_affected()
-    });
-    Ok(updated == 1)
+        let updated = with_writer!(db, |pool| {
+            sqlx::query(sql)
+                .bind(now_millis())
+                .bind(id)
+                .bind(worker)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(updated == 1)
+    })
+    .await
 }
 
 /// The shared shape of `succeed`, `fail` and `retry`: `$1` text, `$2` instant, `$3` id, `$4` worker.
@@ -413,20 +429,23 @@ async fn finish(
     text: &str,
     run_at_ms: Option<i64>,
 ) -> StoreResult<bool> {
-    let updated = with_writer!(db, |pool| {
-        let query = sqlx::query(sql).bind(text);
-        let query = match run_at_ms {
-            Some(run_at) => query.bind(run_at),
-            None => query.bind(Utc::now()),
-        };
-        query
-            .bind(id)
-            .bind(worker)
-            .execute(pool)
-            .await?
-            .rows_affected()
-    });
-    Ok(updated == 1)
+    db.write(async {
+        let updated = with_writer!(db, |pool| {
+            let query = sqlx::query(sql).bind(text);
+            let query = match run_at_ms {
+                Some(run_at) => query.bind(run_at),
+                None => query.bind(Utc::now()),
+            };
+            query
+                .bind(id)
+                .bind(worker)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(updated == 1)
+    })
+    .await
 }
 
 /// How many jobs are in each status.

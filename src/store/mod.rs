@@ -1,8 +1,16 @@
 //! The only place SQL lives. One enum over the two backends; the same SQL text runs on both
 //! where the dialects agree (`$1` placeholders work on SQLite too), and explicit branches
 //! where they do not.
+//!
+//! A write with `returning` outside a transaction is read with `fetch_all`, never
+//! `fetch_one`/`fetch_optional`: those stop after the first row and reset the statement,
+//! and sqlx ignores the reset's result, while SQLite commits such a statement's implicit
+//! transaction when it finishes. A commit that failed there (a full disk) was answered as
+//! a success (issue 16). `fetch_all` steps the statement to its end, where the commit's
+//! error is reported.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -20,7 +28,10 @@ macro_rules! with_reader {
                 let $pool = &sqlite.reader;
                 $body
             }
-            $crate::store::Db::Postgres($pool) => $body,
+            $crate::store::Db::Postgres(postgres) => {
+                let $pool = &postgres.pool;
+                $body
+            }
         }
     };
 }
@@ -33,7 +44,10 @@ macro_rules! with_writer {
                 let $pool = &sqlite.writer;
                 $body
             }
-            $crate::store::Db::Postgres($pool) => $body,
+            $crate::store::Db::Postgres(postgres) => {
+                let $pool = &postgres.pool;
+                $body
+            }
         }
     };
 }
@@ -43,7 +57,10 @@ pub mod cache;
 pub mod idempotency;
 pub mod items;
 pub mod jobs;
+pub mod storage;
 pub mod users;
+
+use storage::{DatabaseFile, StorageHealth, StorageProblem};
 
 /// SQLite keeps one writer connection (SQLite allows one writer at a time anyway, and a single
 /// connection makes writers queue in the pool instead of spinning on `SQLITE_BUSY`) and a pool
@@ -55,13 +72,21 @@ pub struct SqliteDb {
     /// Item creations, group-committed on the writer connection.
     pub items: batch::ItemBatcher,
     /// Reads of items and users, never stale in-process (see `store::cache`).
-    pub cache: std::sync::Arc<cache::ReadCache>,
+    pub cache: Arc<cache::ReadCache>,
+    /// Storage faults, and the file the database lives in (none for an in-memory database).
+    pub health: Arc<StorageHealth>,
+}
+
+#[derive(Clone, Debug)]
+pub struct PostgresDb {
+    pub pool: PgPool,
+    pub health: Arc<StorageHealth>,
 }
 
 #[derive(Clone, Debug)]
 pub enum Db {
     Sqlite(SqliteDb),
-    Postgres(PgPool),
+    Postgres(PostgresDb),
 }
 
 /// What can go wrong below the HTTP layer, split by what the caller should be told.
@@ -70,19 +95,34 @@ pub enum StoreError {
     /// The database cannot be reached or the pool is exhausted: 503, try again.
     #[error("database unavailable: {0}")]
     Unavailable(sqlx::Error),
+    /// The disk is full (SQLite's `SQLITE_FULL`, PostgreSQL's `disk_full`): 507, nothing kept.
+    #[error("storage full: {0}")]
+    Full(sqlx::Error),
+    /// The database file is gone, replaced, read-only or failing with I/O errors: 503.
+    #[error("storage fault: {0}")]
+    Fault(sqlx::Error),
     /// Anything else: 500, logged with its cause, never shown.
     #[error("database error: {0}")]
     Database(sqlx::Error),
+}
+
+impl StoreError {
+    /// Whether the write failed because of the storage, not the request: worth retrying
+    /// once the storage is back, and no reason to give up on a job.
+    pub fn is_storage(&self) -> bool {
+        matches!(self, StoreError::Full(_) | StoreError::Fault(_))
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
-        if is_unavailable(&error) {
-            StoreError::Unavailable(error)
-        } else {
-            StoreError::Database(error)
+        match storage::storage_problem(&error) {
+            Some(StorageProblem::Full) => StoreError::Full(error),
+            Some(StorageProblem::Fault) => StoreError::Fault(error),
+            None if is_unavailable(&error) => StoreError::Unavailable(error),
+            None => StoreError::Database(error),
         }
     }
 }
@@ -103,7 +143,8 @@ fn is_unavailable(error: &sqlx::Error) -> bool {
         sqlx::Error::Database(db) => {
             let code = db.code().unwrap_or_default();
             // SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6) with their extended codes.
-            if let Ok(numeric) = code.parse::<i32>() {
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                let numeric = code.parse::<i32>().unwrap_or_default();
                 return matches!(numeric & 0xff, 5 | 6);
             }
             // PostgreSQL: connection exceptions, shutdown, too many connections.
@@ -144,7 +185,6 @@ impl Db {
         let db = match &settings.database_url {
             DatabaseUrl::Sqlite(url) => {
                 let options = SqliteConnectOptions::from_str(url)?
-                    .create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(match settings.sqlite_sync {
                         SqliteSync::Full => SqliteSynchronous::Full,
@@ -153,40 +193,89 @@ impl Db {
                     .busy_timeout(Duration::from_secs(5))
                     .foreign_keys(true)
                     .statement_cache_capacity(256);
+                // The file is created here, once. The pools open an existing file only, so a
+                // database deleted under a running server is never silently recreated empty.
+                use sqlx::{ConnectOptions, Connection};
+                let first = options.clone().create_if_missing(true).connect().await?;
+                let file = sqlite_file(&options)
+                    .map(|path| DatabaseFile::open(&path))
+                    .transpose()
+                    .map_err(sqlx::Error::Io)?;
+                // Connections are kept for the life of the process (no idle timeout, no
+                // lifetime): they hold the file larder opened, so a file replaced at the path
+                // is not silently read (or written) in its place.
                 let writer = SqlitePoolOptions::new()
                     .max_connections(1)
                     .min_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
                     .acquire_timeout(timeout)
+                    .after_connect(sqlite_after_connect(file.clone(), true))
+                    .after_release(|connection, _| {
+                        Box::pin(async move { Ok(sqlite_left_clean(connection).await) })
+                    })
                     .connect_with(options.clone())
                     .await?;
+                first.close().await?;
                 sqlx::migrate!("migrations/sqlite").run(&writer).await?;
                 let reader = SqlitePoolOptions::new()
                     .max_connections(settings.pool_size)
+                    .min_connections(settings.pool_size)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
                     .acquire_timeout(timeout)
                     // A small page cache per reader: the read cache answers most reads,
                     // the OS caches the file, and eight 2 MiB caches were most of the RSS.
+                    .after_connect(sqlite_after_connect(file.clone(), false))
                     .connect_with(options.read_only(true).pragma("cache_size", "-512"))
                     .await?;
-                let cache = std::sync::Arc::new(cache::ReadCache::default());
-                let items = batch::ItemBatcher::start(writer.clone(), cache.clone());
+                let cache = Arc::new(cache::ReadCache::default());
+                let health = Arc::new(StorageHealth::new(file));
+                let items =
+                    batch::ItemBatcher::start(writer.clone(), cache.clone(), health.clone());
                 Db::Sqlite(SqliteDb {
                     writer,
                     reader,
                     items,
                     cache,
+                    health,
                 })
             }
             DatabaseUrl::Postgres(url) => {
                 let pool = PgPoolOptions::new()
                     .max_connections(settings.pool_size)
                     .acquire_timeout(timeout)
+                    // A connection whose transaction was not ended is closed, never reused.
+                    .after_release(|connection, _| {
+                        use sqlx::Connection;
+                        Box::pin(async move { Ok(!connection.is_in_transaction()) })
+                    })
                     .connect(url)
                     .await?;
                 sqlx::migrate!("migrations/postgres").run(&pool).await?;
-                Db::Postgres(pool)
+                let health = Arc::new(StorageHealth::default());
+                Db::Postgres(PostgresDb { pool, health })
             }
         };
         Ok(db)
+    }
+
+    /// Whether writes can be expected to succeed (the last storage fault, until a write
+    /// succeeds again).
+    pub fn health(&self) -> &StorageHealth {
+        match self {
+            Db::Sqlite(sqlite) => &sqlite.health,
+            Db::Postgres(postgres) => &postgres.health,
+        }
+    }
+
+    /// Runs a write and records a storage fault it met (see `store::storage`).
+    pub(crate) async fn write<T>(
+        &self,
+        write: impl std::future::Future<Output = StoreResult<T>>,
+    ) -> StoreResult<T> {
+        self.health().before_write()?;
+        self.health().settle(write.await)
     }
 
     /// The read cache: SQLite only (one process owns the database).
@@ -215,11 +304,25 @@ impl Db {
         matches!(self, Db::Postgres(_))
     }
 
-    /// Whether the database answers a trivial query (for `/readyz`).
-    pub async fn ping(&self) -> StoreResult<()> {
+    /// Readiness (for `/readyz`): the database answers, its file is the one larder opened,
+    /// and, after a storage fault, a write succeeds again (a one-row probe).
+    pub async fn ready(&self) -> StoreResult<()> {
+        self.health().before_write()?;
         with_reader!(self, |pool| {
             sqlx::query("select 1").execute(pool).await?;
         });
+        if self.health().problem().is_some() {
+            let probe = "insert into storage_probe (id, written_at_ms) values (1, $1) \
+                         on conflict (id) do update set written_at_ms = excluded.written_at_ms";
+            self.write(async {
+                with_writer!(self, |pool| {
+                    sqlx::query(probe).bind(now_millis()).execute(pool).await?;
+                });
+                Ok(())
+            })
+            .await?;
+            self.health().recovered();
+        }
         Ok(())
     }
 
@@ -242,9 +345,71 @@ impl Db {
                 sqlite.reader.close().await;
                 sqlite.writer.close().await;
             }
-            Db::Postgres(pool) => pool.close().await,
+            Db::Postgres(postgres) => postgres.pool.close().await,
         }
     }
+}
+
+/// The file SQLite options name, unless the database lives in memory.
+fn sqlite_file(options: &SqliteConnectOptions) -> Option<std::path::PathBuf> {
+    let path = options.get_filename();
+    (!path.as_os_str().is_empty() && path != std::path::Path::new(":memory:"))
+        .then(|| path.to_path_buf())
+}
+
+type AfterConnect = Box<
+    dyn for<'c> Fn(
+            &'c mut sqlx::SqliteConnection,
+            sqlx::pool::PoolConnectionMetadata,
+        ) -> futures::future::BoxFuture<'c, Result<(), sqlx::Error>>
+        + Send
+        + Sync,
+>;
+
+/// A new connection is refused when the path no longer names the file larder opened (it would
+/// share the WAL and shared-memory files of the connections still on the original); the
+/// writer's connections get the commit hook that checks the same before each commit.
+fn sqlite_after_connect(file: Option<DatabaseFile>, writer: bool) -> AfterConnect {
+    Box::new(move |connection, _| {
+        let file = file.clone();
+        Box::pin(async move {
+            if let Some(file) = file {
+                file.check()
+                    .map_err(|problem| sqlx::Error::Io(std::io::Error::other(problem)))?;
+                if writer {
+                    connection
+                        .lock_handle()
+                        .await?
+                        .set_commit_hook(file.commit_hook());
+                }
+            }
+            Ok(())
+        })
+    })
+}
+
+/// Whether a writer connection came back outside any transaction, as both sqlx and SQLite
+/// see it. When SQLite rolls a transaction back by itself (as it may on `SQLITE_FULL` or an
+/// I/O error), sqlx's `ROLLBACK` on drop fails and sqlx keeps counting the transaction as
+/// open, so the connection's next `begin` would be a `SAVEPOINT` inside a transaction nothing
+/// commits; and a statement left unfinished keeps SQLite's implicit transaction open. Such
+/// a connection is closed, and the pool opens a fresh one. Checked on every release: one
+/// round trip to the connection's thread (which also waits for a dropped transaction's
+/// queued rollback), next to the fsync of the write it follows.
+async fn sqlite_left_clean(connection: &mut sqlx::SqliteConnection) -> bool {
+    use sqlx::Connection;
+    let autocommit = match connection.lock_handle().await {
+        // SAFETY: the handle is locked for this call, on a live connection.
+        Ok(mut handle) => unsafe {
+            libsqlite3_sys::sqlite3_get_autocommit(handle.as_raw_handle().as_ptr()) != 0
+        },
+        Err(_) => return false,
+    };
+    let clean = autocommit && !connection.is_in_transaction();
+    if !clean {
+        tracing::warn!("the SQLite writer was left inside a transaction; reopening it");
+    }
+    clean
 }
 
 /// Milliseconds since the Unix epoch: how instants that are compared in SQL are stored,

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{Db, StoreResult, is_unique_violation};
+use super::{Db, StoreError, StoreResult, is_unique_violation};
 use crate::domain::user::{Email, Role};
 
 /// A user as the API shows it: never the password or its hash.
@@ -40,6 +40,7 @@ pub async fn insert(
     full_name: Option<&str>,
     role: Role,
 ) -> StoreResult<Registration> {
+    db.write(async {
     let sql = "insert into users (email, email_key, password_hash, full_name, role, created_at) \
                values ($1, $2, $3, $4, $5, $6) \
                returning id, email, full_name, role, created_at";
@@ -51,19 +52,22 @@ pub async fn insert(
             .bind(full_name)
             .bind(role.as_str())
             .bind(Utc::now())
-            .fetch_one(pool)
+            .fetch_all(pool)
             .await
     });
     db.users_changed();
-    match result {
-        Ok(user) => Ok(Registration::Created(user)),
+    match result.map(|mut rows| rows.pop()) {
+        Ok(Some(user)) => Ok(Registration::Created(user)),
+        Ok(None) => Err(StoreError::Database(sqlx::Error::RowNotFound)),
         Err(error) if is_unique_violation(&error) => Ok(Registration::EmailTaken),
         Err(error) => Err(error.into()),
     }
+}).await
 }
 
 /// Makes `email` an admin with this password, creating the account if needed (idempotent).
 pub async fn upsert_admin(db: &Db, email: &Email, password_hash: &str) -> StoreResult<User> {
+    db.write(async {
     let sql = "insert into users (email, email_key, password_hash, full_name, role, created_at) \
                values ($1, $2, $3, null, 'admin', $4) \
                on conflict (email_key) do update set role = 'admin', password_hash = excluded.password_hash \
@@ -74,11 +78,14 @@ pub async fn upsert_admin(db: &Db, email: &Email, password_hash: &str) -> StoreR
             .bind(email.key())
             .bind(password_hash)
             .bind(Utc::now())
-            .fetch_one(pool)
+            .fetch_all(pool)
             .await
     });
     db.users_changed();
-    Ok(user?)
+    user?
+        .pop()
+        .ok_or(StoreError::Database(sqlx::Error::RowNotFound))
+}).await
 }
 
 pub async fn find(db: &Db, id: i64) -> StoreResult<Option<User>> {
@@ -114,17 +121,20 @@ pub async fn credentials(db: &Db, email_key: &str) -> StoreResult<Option<(i64, S
 
 /// Deletes the user (and, by cascade, their items, jobs and keys); false if there was none.
 pub async fn delete(db: &Db, id: i64) -> StoreResult<bool> {
-    let sql = "delete from users where id = $1";
-    let deleted = with_writer!(db, |pool| {
-        sqlx::query(sql)
-            .bind(id)
-            .execute(pool)
-            .await
-            .map(|done| done.rows_affected())
-    });
-    // Synchronously, before the answer: the user's token stops working at once, and the
-    // cascade removed their items.
-    db.users_changed();
-    db.items_changed();
-    Ok(deleted? > 0)
+    db.write(async {
+        let sql = "delete from users where id = $1";
+        let deleted = with_writer!(db, |pool| {
+            sqlx::query(sql)
+                .bind(id)
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())
+        });
+        // Synchronously, before the answer: the user's token stops working at once, and the
+        // cascade removed their items.
+        db.users_changed();
+        db.items_changed();
+        Ok(deleted? > 0)
+    })
+    .await
 }

@@ -357,9 +357,9 @@ async fn a_database_error_is_500_without_internals(backend: Backend) {
                 .await
                 .unwrap();
         }
-        larder::store::Db::Postgres(pool) => {
+        larder::store::Db::Postgres(postgres) => {
             sqlx::query("alter table items rename to items_gone")
-                .execute(pool)
+                .execute(&postgres.pool)
                 .await
                 .unwrap();
         }

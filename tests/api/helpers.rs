@@ -60,9 +60,9 @@ pub fn postgres_url() -> Option<String> {
 }
 
 /// The database on the test server that holds one schema per test.
-const TEST_DATABASE: &str = "larder_test";
+pub const TEST_DATABASE: &str = "larder_test";
 
-async fn admin_connection(database: Option<&str>) -> sqlx::PgConnection {
+pub async fn admin_connection(database: Option<&str>) -> sqlx::PgConnection {
     use sqlx::Connection;
     let mut url = postgres_url().expect("checked by the caller");
     if let Some(database) = database {

@@ -13,3 +13,4 @@ mod jobs;
 mod limits;
 mod openapi;
 mod process;
+mod storage;
