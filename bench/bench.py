@@ -565,7 +565,10 @@ def load(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="larder-load-"))
     server = None
     try:
-        server = start_larder(larder_bin, workdir, {"LARDER_SQLITE_SYNC": args.sqlite_sync})
+        # One token stands for many users here, so the per-user job quota is raised: the load
+        # exercises the queue instead of counting 429s.
+        server = start_larder(larder_bin, workdir, {"LARDER_SQLITE_SYNC": args.sqlite_sync,
+                                                    "LARDER_JOB_QUOTA": "100000"})
         token = register_and_login(server.port)
         first, last = seed_items(server.port, token, SEED_ITEMS)
         jobs = has_route(server.port, "/process")

@@ -86,6 +86,12 @@ pub struct Settings {
     /// Largest body in bytes for `POST /process` (bulk imports).
     #[arg(long, env = "LARDER_IMPORT_MAX_BODY", default_value_t = 64 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
     pub import_max_body: u64,
+    /// The most rows one import may hold (one more is 413).
+    #[arg(long, env = "LARDER_IMPORT_MAX_ITEMS", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub import_max_items: u64,
+    /// The most queued or running jobs one user may have (one more is 429).
+    #[arg(long, env = "LARDER_JOB_QUOTA", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub job_quota: u64,
     /// Log filter, e.g. `info` or `larder=debug,info`.
     #[arg(long, env = "LARDER_LOG_LEVEL", default_value = "info", value_parser = parse_log_filter)]
     pub log_level: String,

@@ -144,6 +144,10 @@ impl TryFrom<&Value> for NewUser {
     }
 }
 
+/// The longest `username` a login takes: the longest email address (RFC 5321). Checked
+/// before anything else happens to it, so no throttle key or hash ever holds more.
+pub const USERNAME_MAX: usize = 254;
+
 /// What `POST /auth/token` accepts, from a form or from JSON.
 #[derive(Debug, Clone)]
 pub struct Credentials {
@@ -156,7 +160,15 @@ impl TryFrom<&Value> for Credentials {
 
     fn try_from(value: &Value) -> Result<Self, Self::Error> {
         let mut fields = Fields::of(value)?;
-        let username = fields.required_str("username");
+        let mut username = fields.required_str("username");
+        if username.is_some_and(|name| name.chars().count() > USERNAME_MAX) {
+            fields.push(
+                "username",
+                "string_too_long",
+                format!("String should have at most {USERNAME_MAX} characters"),
+            );
+            username = None;
+        }
         let password = fields.required_str("password");
         let credentials = match (username, password) {
             (Some(username), Some(password)) => Some(Credentials {

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -31,7 +31,10 @@ use crate::domain::fields::not_an_object;
 use crate::jobs::{IMPORT_ITEMS, MAX_ATTEMPTS, TEST_PANIC};
 use crate::state::AppState;
 use crate::store::idempotency::KeyRef;
-use crate::store::jobs::{self, Job, NewJob};
+use crate::store::jobs::{self, Enqueued, Job, NewJob};
+
+/// Seconds a client over its job quota is told to wait: about one import's run.
+const QUOTA_RETRY_AFTER: &str = "5";
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -89,8 +92,9 @@ pub struct JobView {
     pub progress: Progress,
     /// Attempts started so far (an attempt handed back at shutdown does not count).
     pub attempts: i32,
-    /// For `import_items`: `{"created": [ids in row order], "rejected": [{"index", "errors"}]}`.
-    #[schema(value_type = Option<Object>, example = json!({"created": [1, 3], "rejected": [{"index": 1, "errors": [{"loc": ["price"], "msg": "Field required", "type": "missing"}]}]}))]
+    /// For `import_items`: `{"created": [ids in row order], "created_count", "rejected":
+    /// [{"index", "errors"}] (the first 100 rejected rows), "rejected_count"}`.
+    #[schema(value_type = Option<Object>, example = json!({"created": [1, 3], "created_count": 2, "rejected": [{"index": 1, "errors": [{"loc": ["price"], "msg": "Field required", "type": "missing"}]}], "rejected_count": 1}))]
     pub result: Option<Box<RawValue>>,
     /// The last attempt's error.
     pub error: Option<String>,
@@ -274,10 +278,12 @@ fn fingerprint(members: &BTreeMap<String, &RawValue>) -> Result<Vec<u8>, serde_j
         (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json",
             headers(("WWW-Authenticate" = String, description = "Bearer"))),
         (status = 409, description = "The first request with this key is still running", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 413, description = "The body is larger than LARDER_IMPORT_MAX_BODY", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than LARDER_IMPORT_MAX_BODY, or holds more items than LARDER_IMPORT_MAX_ITEMS", body = ProblemBody, content_type = "application/problem+json"),
         (status = 415, description = "The body is not JSON", body = ProblemBody, content_type = "application/problem+json"),
         (status = 422, description = "Unknown kind, a body that is not an object, items that are not a list, or the key was used with another body",
             body = ValidationProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "The caller already has LARDER_JOB_QUOTA jobs queued or running", body = ProblemBody, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
     ))]
 pub async fn create_job(
     State(state): State<AppState>,
@@ -287,6 +293,13 @@ pub async fn create_job(
 ) -> ApiResult<Response> {
     let bytes = read_import_body(request, state.settings.import_max_body).await?;
     let process = parse_process(&bytes, state.settings.test_hooks)?;
+    let max_items = state.settings.import_max_items;
+    if process.total as u64 > max_items {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("Too many items: an import holds at most {max_items}"),
+        ));
+    }
     let key = key.as_ref().map(|key| KeyRef {
         user_id: user.id(),
         scope: "POST /process",
@@ -322,10 +335,28 @@ pub async fn create_job(
         total: process.total,
         max_attempts: MAX_ATTEMPTS,
     };
-    match jobs::enqueue(&state.db, &job, key.as_ref().map(|key| (key, &response))).await {
-        Ok(()) => {
+    let quota = i64::try_from(state.settings.job_quota).unwrap_or(i64::MAX);
+    let stored = jobs::enqueue(
+        &state.db,
+        &job,
+        quota,
+        key.as_ref().map(|key| (key, &response)),
+    );
+    match stored.await {
+        Ok(Enqueued::Stored) => {
             state.jobs.wake_workers();
             Ok(idem::replay(&response))
+        }
+        Ok(Enqueued::OverQuota) => {
+            idem::abandon(&state.db, key.as_ref()).await;
+            Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("Too many jobs: at most {quota} queued or running per user"),
+            )
+            .with_header(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(QUOTA_RETRY_AFTER),
+            ))
         }
         Err(error) => {
             idem::abandon(&state.db, key.as_ref()).await;

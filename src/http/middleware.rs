@@ -70,11 +70,11 @@ struct RequestMetrics {
 }
 
 impl RequestMetrics {
-    fn register(method: &Method, route: &str, status: StatusCode) -> Self {
+    fn register(method: &'static str, route: &str, status: StatusCode) -> Self {
         RequestMetrics {
             requests: metrics::counter!(
                 "http_requests_total",
-                "method" => method.to_string(),
+                "method" => method,
                 "route" => route.to_string(),
                 "status" => status.as_u16().to_string()
             ),
@@ -91,9 +91,26 @@ impl RequestMetrics {
     }
 }
 
-/// Per route template, per (method, status). Routes and statuses are few; methods beyond
-/// the standard ones are not kept (a client could send any number of them).
-type MetricHandles = HashMap<Box<str>, HashMap<(Method, u16), RequestMetrics, FastHash>, FastHash>;
+/// Per route template, per (method label, status): all few, so the map is bounded.
+type MetricHandles =
+    HashMap<Box<str>, HashMap<(&'static str, u16), RequestMetrics, FastHash>, FastHash>;
+
+/// The method as a metrics label: a standard method by name, any other `other`, so no
+/// request can add series (a client may send any number of made-up methods).
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
+}
 type FastHash = foldhash::fast::RandomState;
 
 /// Counts one answered request. The handles are cached per worker thread: no lock and no
@@ -102,27 +119,15 @@ fn record_request(method: &Method, route: &str, status: StatusCode, latency: Dur
     thread_local! {
         static HANDLES: RefCell<MetricHandles> = RefCell::new(MetricHandles::default());
     }
-    let key = (method.clone(), status.as_u16());
+    let key = (method_label(method), status.as_u16());
     HANDLES.with_borrow_mut(|handles| {
         if let Some(found) = handles.get(route).and_then(|by_key| by_key.get(&key)) {
             found.record(latency);
             return;
         }
-        let made = RequestMetrics::register(method, route, status);
+        let made = RequestMetrics::register(key.0, route, status);
         made.record(latency);
-        let standard = matches!(
-            *method,
-            Method::GET
-                | Method::HEAD
-                | Method::POST
-                | Method::PUT
-                | Method::PATCH
-                | Method::DELETE
-                | Method::OPTIONS
-                | Method::TRACE
-                | Method::CONNECT
-        );
-        if standard && handles.len() < 1024 {
+        if handles.len() < 1024 {
             handles.entry(route.into()).or_default().insert(key, made);
         }
     });

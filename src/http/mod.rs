@@ -82,7 +82,9 @@ pub fn service(state: AppState) -> HttpService {
         format!("{DOCS_PATH}/"),
         format!("{DOCS_PATH}/{{*rest}}"),
     ]);
-    let mut routes = api.merge(SwaggerUi::new(DOCS_PATH).url(OPENAPI_PATH, openapi));
+    let docs = Router::from(SwaggerUi::new(DOCS_PATH).url(OPENAPI_PATH, openapi))
+        .layer(axum::middleware::map_response(docs_security_headers));
+    let mut routes = api.merge(docs);
     if state.settings.test_hooks {
         routes = routes.merge(test_hooks::router());
         templates.extend(test_hooks::PATHS.map(str::to_owned));
@@ -103,6 +105,23 @@ pub fn service(state: AppState) -> HttpService {
         .layer(context)
         .option_layer(cors)
         .service(inner)
+}
+
+/// The docs page runs larder's own scripts only and may not be framed (clickjacking).
+/// Swagger UI sets inline styles and uses `data:` images, so those two are allowed.
+const DOCS_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+     img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; \
+     form-action 'self'; object-src 'none'";
+
+async fn docs_security_headers(mut response: Response) -> Response {
+    use axum::http::{HeaderValue, header};
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(DOCS_CSP),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
 }
 
 /// CORS is off unless `LARDER_CORS_ORIGINS` names origins (or `*`).

@@ -14,7 +14,7 @@ use super::extract::{Body, IdPath};
 use crate::auth::{AuthUser, password};
 use crate::domain::user::{NewUser, Role};
 use crate::state::AppState;
-use crate::store::users::{self, Registration, User};
+use crate::store::users::{self, Deletion, Registration, User};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -137,6 +137,7 @@ pub async fn get_user(
             headers(("WWW-Authenticate" = String, description = "Bearer"))),
         (status = 403, description = "Only admins can delete", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "User not found", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "The user is the last admin", body = ProblemBody, content_type = "application/problem+json"),
         (status = 422, description = "The id is not an integer", body = ValidationProblemBody, content_type = "application/problem+json"),
     ))]
 pub async fn delete_user(
@@ -147,9 +148,9 @@ pub async fn delete_user(
     if !caller.is_admin() {
         return Err(ApiError::forbidden("Only admins can delete"));
     }
-    if users::delete(&state.db, user_id).await? {
-        Ok(Json(Deleted { deleted: true }))
-    } else {
-        Err(ApiError::not_found("User not found"))
+    match users::delete(&state.db, user_id).await? {
+        Deletion::Deleted => Ok(Json(Deleted { deleted: true })),
+        Deletion::NotFound => Err(ApiError::not_found("User not found")),
+        Deletion::LastAdmin => Err(ApiError::conflict("Cannot remove the last admin")),
     }
 }

@@ -16,19 +16,25 @@ use crate::domain::fields::not_an_object;
 use crate::domain::item::ItemDraft;
 use crate::http::error::FieldError;
 use crate::store;
-use crate::store::jobs::{Claimed, ImportRow, Rejection};
+use crate::store::jobs::{Chunk, Claimed, ImportRow, Rejection};
 
 /// Rows per transaction: large enough for fast inserts, small enough that no transaction
 /// holds SQLite's write lock for more than a few milliseconds.
 pub const CHUNK: usize = 1000;
 
+/// The most rejected rows a job keeps (with their errors); the count is always exact.
+pub const KEPT_REJECTIONS: i64 = 100;
+
 /// How often a long import logs its progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
-/// The `result` of a finished import.
+/// The `result` of a finished import: every created id, and the first
+/// [`KEPT_REJECTIONS`] rejected rows; the counts are exact.
 #[derive(Serialize)]
 struct ImportResult<'a> {
+    created_count: usize,
     created: Vec<i64>,
+    rejected_count: i64,
     rejected: Vec<RejectedRow<'a>>,
 }
 
@@ -55,6 +61,7 @@ pub async fn run(job: &Claimed, context: &JobContext) -> Result<Outcome, JobErro
     if done > 0 {
         tracing::info!(job_id = %job.id, done, total, attempt = job.attempts, "resuming import");
     }
+    let mut rejected_count = job.rejected_count;
     let started = Instant::now();
     let mut logged = Instant::now();
     while done < total {
@@ -68,12 +75,23 @@ pub async fn run(job: &Claimed, context: &JobContext) -> Result<Outcome, JobErro
             let index = done + offset as i64;
             match parse_row(row) {
                 Ok(draft) => valid.push(ImportRow { index, draft }),
-                Err(errors) => rejected.push(Rejection {
-                    index,
-                    errors: serde_json::to_string(&errors).expect("field errors serialise"),
-                }),
+                Err(errors) => {
+                    if rejected_count < KEPT_REJECTIONS {
+                        rejected.push(Rejection {
+                            index,
+                            errors: serde_json::to_string(&errors).expect("field errors serialise"),
+                        });
+                    }
+                    rejected_count += 1;
+                }
             }
         }
+        let chunk = Chunk {
+            rows: &valid,
+            rejections: &rejected,
+            done: end as i64,
+            rejected_count,
+        };
         let committed = context
             .persist(|| {
                 store::jobs::commit_chunk(
@@ -81,9 +99,7 @@ pub async fn run(job: &Claimed, context: &JobContext) -> Result<Outcome, JobErro
                     job,
                     &context.worker,
                     context.lease_ms,
-                    &valid,
-                    &rejected,
-                    end as i64,
+                    &chunk,
                 )
             })
             .await?;
@@ -102,11 +118,15 @@ pub async fn run(job: &Claimed, context: &JobContext) -> Result<Outcome, JobErro
         // Let other tasks (and other writers queued on SQLite's one connection) in between chunks.
         tokio::task::yield_now().await;
     }
-    finish(job, context).await
+    finish(job, context, rejected_count).await
 }
 
 /// Builds `result` from what the chunks committed and marks the job succeeded.
-async fn finish(job: &Claimed, context: &JobContext) -> Result<Outcome, JobError> {
+async fn finish(
+    job: &Claimed,
+    context: &JobContext,
+    rejected_count: i64,
+) -> Result<Outcome, JobError> {
     let created = store::jobs::created_ids(&context.db, job.id)
         .await
         .map_err(JobError::store)?;
@@ -126,8 +146,13 @@ async fn finish(job: &Claimed, context: &JobContext) -> Result<Outcome, JobError
             errors,
         });
     }
-    let result =
-        serde_json::to_string(&ImportResult { created, rejected }).expect("a result serialises");
+    let result = serde_json::to_string(&ImportResult {
+        created_count: created.len(),
+        created,
+        rejected_count,
+        rejected,
+    })
+    .expect("a result serialises");
     let succeeded = context
         .persist(|| store::jobs::succeed(&context.db, job.id, &context.worker, &result))
         .await?;

@@ -45,6 +45,8 @@ pub struct Claimed {
     pub done: i64,
     pub attempts: i32,
     pub max_attempts: i32,
+    /// Rows rejected by the chunks committed so far (only the first 100 are stored).
+    pub rejected_count: i64,
 }
 
 /// A job to store.
@@ -58,20 +60,49 @@ pub struct NewJob<'a> {
     pub max_attempts: i32,
 }
 
+/// Whether a job was stored.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Enqueued {
+    Stored,
+    /// The owner already has `quota` jobs queued or running: nothing was stored.
+    OverQuota,
+}
+
 /// Stores a job (and, with a key, the response that announces it, in the same transaction:
-/// a replay exists exactly when the job does). On PostgreSQL the notification is sent in the
-/// transaction too, so it is delivered only once the job is committed.
+/// a replay exists exactly when the job does), unless its owner already has `quota` jobs
+/// queued or running. The count and the insert share the transaction; on PostgreSQL the
+/// owner's row is locked first, so two requests of one user cannot both pass the count
+/// (SQLite's one writer serialises them anyway). On PostgreSQL the notification is sent in
+/// the transaction too, so it is delivered only once the job is committed.
 pub async fn enqueue(
     db: &Db,
     job: &NewJob<'_>,
+    quota: i64,
     key: Option<(&KeyRef<'_>, &StoredResponse)>,
-) -> StoreResult<()> {
+) -> StoreResult<Enqueued> {
     db.write(async {
     let sql = "insert into jobs (id, kind, owner_id, status, total, done, attempts, max_attempts, run_at_ms, created_at) \
                values ($1, $2, $3, 'queued', $4, 0, 0, $5, $6, $7)";
     let payload = "insert into job_payloads (job_id, payload) values ($1, $2)";
+    let active = "select count(*) from jobs where owner_id = $1 and status in ('queued', 'running')";
     with_writer!(db, |pool| {
         let mut tx = pool.begin().await?;
+        if db.is_postgres() {
+            sqlx::query("select id from users where id = $1 for update")
+                .bind(job.owner_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let (count,): (i64,) = sqlx::query_as(active)
+            .bind(job.owner_id)
+            .fetch_all(&mut *tx)
+            .await?
+            .pop()
+            .unwrap_or((0,));
+        if count >= quota {
+            tx.rollback().await?;
+            return Ok(Enqueued::OverQuota);
+        }
         sqlx::query(sql)
             .bind(job.id)
             .bind(job.kind)
@@ -98,7 +129,7 @@ pub async fn enqueue(
         }
         tx.commit().await?;
     });
-    Ok(())
+    Ok(Enqueued::Stored)
 }).await
 }
 
@@ -124,7 +155,7 @@ pub async fn claim(db: &Db, worker: &str, lease_ms: i64) -> StoreResult<Option<C
          where id = (select id from jobs \
              where (status = 'queued' and run_at_ms <= $4) or (status = 'running' and locked_until_ms < $4) \
              order by run_at_ms limit 1 {lock}) \
-         returning id, kind, owner_id, total, done, attempts, max_attempts";
+         returning id, kind, owner_id, total, done, attempts, max_attempts, rejected_count";
     let now = now_millis();
     let mut claimed = match db {
         Db::Sqlite(sqlite) => {
@@ -193,11 +224,24 @@ pub struct Rejection {
     pub errors: String,
 }
 
+/// One committed step of an import: its valid rows, the rejections to keep, and where the
+/// job stands after it.
+#[derive(Clone, Copy)]
+pub struct Chunk<'a> {
+    pub rows: &'a [ImportRow],
+    pub rejections: &'a [Rejection],
+    /// Rows handled once this chunk commits (the job's cursor).
+    pub done: i64,
+    /// Rows rejected once this chunk commits (all of them, kept or not).
+    pub rejected_count: i64,
+}
+
 /// Rows per SQLite `insert` statement (9 parameters each, under SQLite's 32,766).
 const ROWS_PER_STATEMENT: usize = 1000;
 
-/// Moves the cursor and extends the lease, naming the worker: 0 rows when the lease was lost.
-const CURSOR: &str = "update jobs set done = $1, locked_until_ms = $2 \
+/// Moves the cursor, counts the rejections and extends the lease, naming the worker: 0 rows
+/// when the lease was lost.
+const CURSOR: &str = "update jobs set done = $1, locked_until_ms = $2, rejected_count = $5 \
      where id = $3 and locked_by = $4 and status = 'running'";
 
 /// PostgreSQL takes a chunk as five arrays: one statement, one round trip, no parameter limit.
@@ -223,10 +267,14 @@ pub async fn commit_chunk(
     job: &Claimed,
     worker: &str,
     lease_ms: i64,
-    rows: &[ImportRow],
-    rejections: &[Rejection],
-    done: i64,
+    chunk: &Chunk<'_>,
 ) -> StoreResult<bool> {
+    let Chunk {
+        rows,
+        rejections,
+        done,
+        rejected_count,
+    } = *chunk;
     db.write(async {
         let now = Utc::now();
         let lease_until = now_millis() + lease_ms;
@@ -238,6 +286,7 @@ pub async fn commit_chunk(
                     .bind(lease_until)
                     .bind(job.id)
                     .bind(worker)
+                    .bind(rejected_count)
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
@@ -285,6 +334,7 @@ pub async fn commit_chunk(
                     .bind(lease_until)
                     .bind(job.id)
                     .bind(worker)
+                    .bind(rejected_count)
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
@@ -421,6 +471,8 @@ pub async fn release(db: &Db, id: Uuid, worker: &str) -> StoreResult<bool> {
 }
 
 /// The shared shape of `succeed`, `fail` and `retry`: `$1` text, `$2` instant, `$3` id, `$4` worker.
+/// A job that ends (no `run_at_ms`) loses its payload in the same transaction: a finished
+/// import's rows are in `items`, and keeping them again would grow the database forever.
 async fn finish(
     db: &Db,
     sql: &'static str,
@@ -431,17 +483,26 @@ async fn finish(
 ) -> StoreResult<bool> {
     db.write(async {
         let updated = with_writer!(db, |pool| {
+            let mut tx = pool.begin().await?;
             let query = sqlx::query(sql).bind(text);
             let query = match run_at_ms {
                 Some(run_at) => query.bind(run_at),
                 None => query.bind(Utc::now()),
             };
-            query
+            let updated = query
                 .bind(id)
                 .bind(worker)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?
-                .rows_affected()
+                .rows_affected();
+            if updated == 1 && run_at_ms.is_none() {
+                sqlx::query("delete from job_payloads where job_id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            updated
         });
         Ok(updated == 1)
     })

@@ -196,6 +196,9 @@ impl Db {
                 // The file is created here, once. The pools open an existing file only, so a
                 // database deleted under a running server is never silently recreated empty.
                 use sqlx::{ConnectOptions, Connection};
+                if let Some(path) = sqlite_file(&options) {
+                    create_private(&path).map_err(sqlx::Error::Io)?;
+                }
                 let first = options.clone().create_if_missing(true).connect().await?;
                 let file = sqlite_file(&options)
                     .map(|path| DatabaseFile::open(&path))
@@ -347,6 +350,23 @@ impl Db {
             }
             Db::Postgres(postgres) => postgres.pool.close().await,
         }
+    }
+}
+
+/// Creates a missing database file readable by its owner only (an empty file is an empty
+/// SQLite database). SQLite gives the `-wal` and `-shm` files it creates the database
+/// file's permissions. An existing file keeps the permissions its operator chose.
+fn create_private(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(error),
     }
 }
 

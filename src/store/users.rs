@@ -119,22 +119,50 @@ pub async fn credentials(db: &Db, email_key: &str) -> StoreResult<Option<(i64, S
     Ok(row)
 }
 
-/// Deletes the user (and, by cascade, their items, jobs and keys); false if there was none.
-pub async fn delete(db: &Db, id: i64) -> StoreResult<bool> {
+/// What deleting a user came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Deletion {
+    Deleted,
+    NotFound,
+    /// The user is the only admin: nobody could administer larder after.
+    LastAdmin,
+}
+
+/// Deletes the user (and, by cascade, their items, jobs and keys), unless they are the last
+/// admin. The check and the delete share a transaction; on PostgreSQL the admins' rows are
+/// locked first, so two admins deleting each other at once cannot both succeed.
+pub async fn delete(db: &Db, id: i64) -> StoreResult<Deletion> {
     db.write(async {
-        let sql = "delete from users where id = $1";
-        let deleted = with_writer!(db, |pool| {
-            sqlx::query(sql)
-                .bind(id)
-                .execute(pool)
-                .await
-                .map(|done| done.rows_affected())
+        let lock = "select id from users where role = 'admin' for update";
+        let admins = "select id from users where role = 'admin'";
+        let outcome = with_writer!(db, |pool| {
+            let mut tx = pool.begin().await?;
+            let admin_ids: Vec<(i64,)> =
+                sqlx::query_as(if db.is_postgres() { lock } else { admins })
+                    .fetch_all(&mut *tx)
+                    .await?;
+            if admin_ids.len() == 1 && admin_ids[0].0 == id {
+                tx.rollback().await?;
+                Deletion::LastAdmin
+            } else {
+                let deleted = sqlx::query("delete from users where id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                tx.commit().await?;
+                if deleted > 0 {
+                    Deletion::Deleted
+                } else {
+                    Deletion::NotFound
+                }
+            }
         });
         // Synchronously, before the answer: the user's token stops working at once, and the
         // cascade removed their items.
         db.users_changed();
         db.items_changed();
-        Ok(deleted? > 0)
+        Ok(outcome)
     })
     .await
 }

@@ -9,6 +9,7 @@ use crate::both_backends;
 use crate::helpers::{Backend, TestApp, assert_problem, error_locs};
 
 both_backends!(
+    a_username_longer_than_an_email_is_422_before_any_work,
     registration_answers_201_with_location_and_no_secrets,
     emails_are_unique_case_insensitively,
     concurrent_registrations_of_one_email_give_one_201_and_one_409,
@@ -487,6 +488,37 @@ async fn admins_delete_users(backend: Backend) {
     );
     let response = delete(Some(&admin.token), &path).await.unwrap();
     assert_problem(response, StatusCode::NOT_FOUND, Some("User not found")).await;
+
+    // The last admin cannot be removed, not even by themselves; with a second admin, one can.
+    let own = format!("/admin/users/{}", admin.id);
+    let response = delete(Some(&admin.token), &own).await.unwrap();
+    assert_problem(
+        response,
+        StatusCode::CONFLICT,
+        Some("Cannot remove the last admin"),
+    )
+    .await;
+    assert_eq!(
+        app.get("/users/me")
+            .bearer_auth(&admin.token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    let second = app.admin().await;
+    let response = delete(Some(&second.token), &own).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = delete(Some(&second.token), &format!("/admin/users/{}", second.id))
+        .await
+        .unwrap();
+    assert_problem(
+        response,
+        StatusCode::CONFLICT,
+        Some("Cannot remove the last admin"),
+    )
+    .await;
 }
 
 async fn repeated_failed_logins_are_throttled(backend: Backend) {
@@ -595,4 +627,43 @@ async fn failed_logins_from_one_address_are_throttled_until_a_success(backend: B
         .unwrap();
     assert!(response.headers().contains_key("retry-after"));
     assert_problem(response, StatusCode::TOO_MANY_REQUESTS, None).await;
+}
+
+/// A `username` over 254 characters (no email is longer) is refused before it is hashed or
+/// kept as a throttle key, from a form and from JSON alike.
+async fn a_username_longer_than_an_email_is_422_before_any_work(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let long = format!("{}@example.com", "a".repeat(243));
+    assert_eq!(long.len(), 255);
+    let response = app
+        .post("/auth/token")
+        .form(&[("username", long.as_str()), ("password", "whatever1")])
+        .send()
+        .await
+        .unwrap();
+    let body = assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY, None).await;
+    assert_eq!(error_locs(&body), vec![json!(["body", "username"])]);
+    assert_eq!(body["errors"][0]["type"], "string_too_long");
+    let response = app
+        .post("/auth/token")
+        .json(&json!({"username": "b".repeat(1_000_000), "password": "whatever1"}))
+        .send()
+        .await
+        .unwrap();
+    let body = assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY, None).await;
+    assert_eq!(error_locs(&body), vec![json!(["body", "username"])]);
+    // 254 characters is a username like any other: a wrong one is 401.
+    let fits = format!("{}@example.com", "a".repeat(242));
+    let response = app
+        .post("/auth/token")
+        .form(&[("username", fits.as_str()), ("password", "whatever1")])
+        .send()
+        .await
+        .unwrap();
+    assert_problem(
+        response,
+        StatusCode::UNAUTHORIZED,
+        Some("Incorrect email or password"),
+    )
+    .await;
 }

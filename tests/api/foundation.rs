@@ -268,6 +268,11 @@ async fn health_readiness_and_metrics(backend: Backend) {
         json!({"status": "ready"})
     );
     app.get("/items/12345").send().await.unwrap();
+    // Made-up methods share one label: no request can add series.
+    for method in ["XAAA", "XBBB", "XCCC"] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        app.request(method, "/items").send().await.unwrap();
+    }
     let response = app.get("/metrics").send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert!(
@@ -280,6 +285,8 @@ async fn health_readiness_and_metrics(backend: Backend) {
     assert!(text.contains("http_requests_total"), "{text}");
     assert!(text.contains(r#"route="/items/{item_id}""#), "{text}");
     assert!(text.contains(r#"status="404""#), "{text}");
+    assert!(text.contains(r#"method="other""#), "{text}");
+    assert!(!text.contains("XAAA") && !text.contains("XCCC"), "{text}");
     assert!(
         text.contains("http_request_duration_seconds_bucket"),
         "{text}"
@@ -343,6 +350,14 @@ async fn openapi_and_docs_are_served(backend: Backend) {
     assert!(spec["paths"]["/items/{item_id}"]["get"].is_object());
     let response = app.get("/docs/").send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+    // The docs page runs only larder's own scripts and may not be framed.
+    let policy = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+    assert!(policy.contains("script-src 'self'"), "{policy}");
+    assert_eq!(response.headers()["x-frame-options"], "DENY");
     let html = response.text().await.unwrap();
     assert!(html.contains("swagger"), "{html}");
 }

@@ -78,7 +78,16 @@ fn finished(body: &Value) -> bool {
 
 /// `(rows, distinct job_index values)` of the items a job created, straight from the database.
 async fn item_rows(database_url: &DatabaseUrl, job: Uuid) -> (i64, i64) {
-    let sql = "select count(*), count(distinct job_index) from items where job_id = $1";
+    count_rows(
+        database_url,
+        "select count(*), count(distinct job_index) from items where job_id = $1",
+        job,
+    )
+    .await
+}
+
+/// Two counts from `sql` with `$1` bound to the job's id, read beside the server.
+async fn count_rows(database_url: &DatabaseUrl, sql: &'static str, job: Uuid) -> (i64, i64) {
     match database_url {
         DatabaseUrl::Sqlite(url) => {
             let pool = sqlx::SqlitePool::connect(url).await.unwrap();
@@ -168,7 +177,122 @@ async fn import_succeeds_and_reports_each_row(backend: Backend) {
     let done = wait_for(&app, &user, empty, Duration::from_secs(10), finished).await;
     assert_eq!(done["status"], "succeeded");
     assert_eq!(done["progress"], json!({"done": 0, "total": 0}));
-    assert_eq!(done["result"], json!({"created": [], "rejected": []}));
+    assert_eq!(
+        done["result"],
+        json!({"created": [], "created_count": 0, "rejected": [], "rejected_count": 0})
+    );
+}
+
+/// A payload of invalid rows stores their count and the first 100 of them, not all; the
+/// payload itself is deleted when the job finishes.
+async fn rejections_are_counted_and_kept_only_for_the_first_hundred(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let user = app.user().await;
+    let mut items: Vec<Value> = (0..2600).map(|i| json!({"name": "", "price": i})).collect();
+    for i in [0, 1500, 2599] {
+        items[i] = json!({"name": format!("ok-{i}"), "price": 1});
+    }
+    let id = submit(&app, &user, &items).await;
+    let done = wait_for(&app, &user, id, Duration::from_secs(30), finished).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let result = &done["result"];
+    assert_eq!(result["created_count"], 3);
+    assert_eq!(result["created"].as_array().unwrap().len(), 3);
+    assert_eq!(result["rejected_count"], 2597);
+    let rejected = result["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 100);
+    let indexes: Vec<i64> = rejected
+        .iter()
+        .map(|r| r["index"].as_i64().unwrap())
+        .collect();
+    assert_eq!(indexes, (1..=100).collect::<Vec<i64>>());
+    assert_eq!(rejected[0]["errors"][0]["loc"], json!(["name"]));
+    let sql = "select (select count(*) from job_rejections where job_id = $1), \
+               (select count(*) from job_payloads where job_id = $1)";
+    assert_eq!(count_rows(&app.database_url, sql, id).await, (100, 0));
+}
+
+async fn imports_over_the_item_limit_are_413(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |settings| settings.import_max_items = 5).await;
+    let user = app.user().await;
+    let response = app
+        .post("/process")
+        .bearer_auth(&user.token)
+        .json(&json!({"kind": "import_items", "items": rows("big", 6)}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(
+        response,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        Some("Too many items: an import holds at most 5"),
+    )
+    .await;
+    let id = submit(&app, &user, &rows("fits", 5)).await;
+    let done = wait_for(&app, &user, id, Duration::from_secs(10), finished).await;
+    assert_eq!(done["result"]["created_count"], 5);
+}
+
+/// At most `LARDER_JOB_QUOTA` queued or running jobs per user, even when the requests race;
+/// one more is 429 with `Retry-After`, and other users are not affected.
+async fn a_user_cannot_queue_more_jobs_than_the_quota(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |settings| {
+        keep_tokens(settings);
+        settings.job_quota = 3;
+        settings.workers = 0;
+    })
+    .await;
+    let user = app.user().await;
+    let racing = (0..8).map(|_| {
+        app.post("/process")
+            .bearer_auth(&user.token)
+            .json(&json!({"kind": "import_items", "items": rows("q", 2)}))
+            .send()
+    });
+    let mut accepted = 0;
+    for response in futures::future::join_all(racing).await {
+        let response = response.unwrap();
+        if response.status() == StatusCode::ACCEPTED {
+            accepted += 1;
+            continue;
+        }
+        assert_eq!(response.headers()["retry-after"], "5");
+        assert_problem(
+            response,
+            StatusCode::TOO_MANY_REQUESTS,
+            Some("Too many jobs: at most 3 queued or running per user"),
+        )
+        .await;
+    }
+    assert_eq!(accepted, 3);
+    let other = app.user().await;
+    submit(&app, &other, &rows("other", 1)).await;
+    // Once the queue drains, the user may submit again.
+    let app = app
+        .restart(|settings| {
+            keep_tokens(settings);
+            settings.job_quota = 3;
+        })
+        .await;
+    let started = Instant::now();
+    loop {
+        let response = app
+            .post("/process")
+            .bearer_auth(&user.token)
+            .json(&json!({"kind": "import_items", "items": rows("later", 1)}))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == StatusCode::ACCEPTED {
+            break;
+        }
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the quota never freed up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn process_and_job_errors_speak_problem_json(backend: Backend) {
@@ -370,9 +494,12 @@ async fn an_expired_lease_is_taken_over_and_resumed(backend: Backend) {
         &claimed,
         "dead-worker",
         300,
-        &drafts,
-        &[],
-        1000,
+        &larder::store::jobs::Chunk {
+            rows: &drafts,
+            rejections: &[],
+            done: 1000,
+            rejected_count: 0,
+        },
     )
     .await
     .unwrap();
@@ -399,9 +526,12 @@ async fn an_expired_lease_is_taken_over_and_resumed(backend: Backend) {
         &claimed,
         "dead-worker",
         300,
-        &drafts,
-        &[],
-        2500,
+        &larder::store::jobs::Chunk {
+            rows: &drafts,
+            rejections: &[],
+            done: 2500,
+            rejected_count: 0,
+        },
     )
     .await
     .unwrap();
@@ -449,6 +579,7 @@ async fn concurrent_workers_never_run_a_job_twice(backend: Backend) {
     let app = TestApp::spawn_with(backend, |settings| {
         keep_tokens(settings);
         settings.workers = 3;
+        settings.job_quota = 16;
     })
     .await;
     // A second server on the same database: two processes sharing one queue.
@@ -622,6 +753,9 @@ async fn metrics_and_openapi_describe_the_queue(backend: Backend) {
 }
 
 both_backends!(
+    rejections_are_counted_and_kept_only_for_the_first_hundred,
+    imports_over_the_item_limit_are_413,
+    a_user_cannot_queue_more_jobs_than_the_quota,
     a_new_job_wakes_idle_workers_at_once,
     metrics_and_openapi_describe_the_queue,
     import_succeeds_and_reports_each_row,
@@ -662,6 +796,8 @@ async fn start_server(database_url: &str, port: u16, client: &reqwest::Client) -
         .env("LARDER_JWT_SECRET", SECRET)
         .env("LARDER_JOB_LEASE", "2")
         .env("LARDER_WORKERS", "2")
+        // One user submits every job of these tests, far more than a user's usual quota.
+        .env("LARDER_JOB_QUOTA", "1000")
         .env("LARDER_LOG_LEVEL", "warn")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

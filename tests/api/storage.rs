@@ -732,3 +732,19 @@ async fn postgres_disk_full_answers_507_and_recovers_by_itself() {
         .execute(&mut admin)
         .await;
 }
+
+/// The database holds password hashes: a new database file, its WAL and its shared-memory
+/// file are readable by their owner only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_sqlite_database_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, app, _user, _item) = started_with_one_item().await;
+    for name in ["larder.db", "larder.db-wal", "larder.db-shm"] {
+        let mode = std::fs::metadata(dir.path().join(name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name} has mode {:o}", mode & 0o777);
+    }
+    drop(app);
+}
