@@ -295,6 +295,30 @@ impl TestApp {
             .to_string()
     }
 
+    /// The ids of every item, page by page (`limit` per page) through the cursors.
+    pub async fn all_item_ids(&self, limit: u32) -> Vec<i64> {
+        let mut ids = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(cursor) => format!("/items?limit={limit}&cursor={cursor}"),
+                None => format!("/items?limit={limit}"),
+            };
+            let page = self.get_json(&path).await;
+            ids.extend(
+                page["items"]
+                    .as_array()
+                    .expect("a page of items")
+                    .iter()
+                    .map(|item| item["id"].as_i64().expect("an id")),
+            );
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_string()),
+                None => return ids,
+            }
+        }
+    }
+
     /// Creates an item as `user` and returns its JSON.
     pub async fn create_item(&self, user: &TestUser, body: Value) -> Value {
         let response = self

@@ -413,26 +413,7 @@ async fn pages_follow_the_cursor_in_id_order(backend: Backend) {
     }
     let first: Value = app.get_json("/items").await;
     assert_eq!(first["items"].as_array().unwrap().len(), 20);
-    let mut seen = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(cursor) => format!("/items?limit=7&cursor={cursor}"),
-            None => "/items?limit=7".to_string(),
-        };
-        let page: Value = app.get_json(&path).await;
-        seen.extend(
-            page["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|item| item["id"].as_i64().unwrap()),
-        );
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_string()),
-            None => break,
-        }
-    }
+    let seen = app.all_item_ids(7).await;
     assert_eq!(seen, ids);
 }
 

@@ -196,6 +196,32 @@ async fn assert_refused(response: reqwest::Response, status: StatusCode, detail:
     assert_problem(response, status, Some(detail)).await;
 }
 
+/// `/readyz` says storage is down while `/healthz` still says the process serves.
+async fn assert_storage_down(app: &TestApp) {
+    assert_problem(
+        app.get("/readyz").send().await.unwrap(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        Some("Storage unavailable"),
+    )
+    .await;
+    assert_eq!(
+        app.get("/healthz").send().await.unwrap().status(),
+        StatusCode::OK
+    );
+}
+
+/// A job as its owner sees it.
+async fn job_of(app: &TestApp, user: &TestUser, id: &str) -> Value {
+    app.get(&format!("/jobs/{id}"))
+        .bearer_auth(&user.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 async fn readyz(app: &TestApp) -> StatusCode {
     app.get("/readyz").send().await.unwrap().status()
 }
@@ -320,17 +346,7 @@ async fn a_full_disk_answers_507_keeps_nothing_and_writes_resume_once_space_is_f
     )
     .await;
     // Reads and logins go on.
-    assert_eq!(readyz(&app).await, StatusCode::SERVICE_UNAVAILABLE);
-    assert_problem(
-        app.get("/readyz").send().await.unwrap(),
-        StatusCode::SERVICE_UNAVAILABLE,
-        Some("Storage unavailable"),
-    )
-    .await;
-    assert_eq!(
-        app.get("/healthz").send().await.unwrap().status(),
-        StatusCode::OK
-    );
+    assert_storage_down(&app).await;
     assert_kept(&app, &acknowledged).await;
     let page = app.get_json("/items?limit=100").await;
     assert!(!page["items"].as_array().unwrap().is_empty());
@@ -436,15 +452,7 @@ async fn an_import_waits_out_a_full_disk_without_using_its_attempts() {
     let worker =
         TestApp::spawn_with_database(Backend::Sqlite, mount.database_url(), settings(1)).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let job: Value = worker
-        .get(&format!("/jobs/{job_id}"))
-        .bearer_auth(&user.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let job = job_of(&worker, &user, &job_id).await;
     assert!(
         job["status"] == "queued" || job["status"] == "running",
         "{job}"
@@ -461,15 +469,7 @@ async fn an_import_waits_out_a_full_disk_without_using_its_attempts() {
     std::fs::remove_file(filler).unwrap();
     let started = Instant::now();
     let job = loop {
-        let job: Value = app
-            .get(&format!("/jobs/{job_id}"))
-            .bearer_auth(&user.token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let job = job_of(&app, &user, &job_id).await;
         if job["status"] == "succeeded" || job["status"] == "failed" {
             break job;
         }
@@ -489,26 +489,7 @@ async fn an_import_waits_out_a_full_disk_without_using_its_attempts() {
 
     // Every item the job reports created is in the file.
     let app = app.restart(settings(0)).await;
-    let mut seen = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(cursor) => format!("/items?limit=100&cursor={cursor}"),
-            None => "/items?limit=100".to_string(),
-        };
-        let page = app.get_json(&path).await;
-        seen.extend(
-            page["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|item| item["id"].as_i64().unwrap()),
-        );
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_string()),
-            None => break,
-        }
-    }
+    let mut seen = app.all_item_ids(100).await;
     seen.sort_unstable();
     let mut created = created;
     created.sort_unstable();
@@ -545,16 +526,7 @@ async fn assert_writes_refused_after(app: &TestApp, user: &TestUser, item: &Valu
         "Storage unavailable, try again later",
     )
     .await;
-    assert_problem(
-        app.get("/readyz").send().await.unwrap(),
-        StatusCode::SERVICE_UNAVAILABLE,
-        Some("Storage unavailable"),
-    )
-    .await;
-    assert_eq!(
-        app.get("/healthz").send().await.unwrap().status(),
-        StatusCode::OK
-    );
+    assert_storage_down(app).await;
 }
 
 async fn started_with_one_item() -> (tempfile::TempDir, TestApp, TestUser, Value) {
@@ -624,11 +596,7 @@ async fn a_filesystem_gone_read_only_refuses_writes_and_loses_nothing_acknowledg
         "Storage unavailable, try again later",
     )
     .await;
-    assert_eq!(readyz(&app).await, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(
-        app.get("/healthz").send().await.unwrap().status(),
-        StatusCode::OK
-    );
+    assert_storage_down(&app).await;
 
     // The operator repairs the filesystem and starts larder again: nothing acknowledged is lost.
     app.shutdown().await;
