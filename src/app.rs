@@ -136,8 +136,18 @@ async fn ensure_admin(
     email: &Email,
     password: &Password,
 ) -> anyhow::Result<store::users::User> {
-    let hash = password::hash(password).await?;
-    Ok(store::users::upsert_admin(db, email, &hash).await?)
+    // Run at every start with `LARDER_ADMIN_PASSWORD`: a password that is already the
+    // account's is not set again, so a restart does not end the admin's tokens.
+    let stored = store::users::credentials(db, &email.key()).await?;
+    let hash = match stored {
+        Some((_, stored))
+            if password::verify(password.expose().to_string(), Some(stored.clone())).await? =>
+        {
+            None
+        }
+        _ => Some(password::hash(password).await?),
+    };
+    Ok(store::users::upsert_admin(db, email, hash.as_deref()).await?)
 }
 
 /// The token secret: `LARDER_JWT_SECRET`, else one generated once and kept beside the SQLite
@@ -223,7 +233,11 @@ impl Application {
                 .map_err(|e| anyhow::anyhow!("LARDER_ADMIN_PASSWORD: {}", e.msg))?;
             ensure_admin(&db, &email, &password).await?;
         }
-        let tokens = Tokens::new(&jwt_secret(&settings)?, settings.token_ttl);
+        let installation = db
+            .installation_id()
+            .await
+            .context("reading the installation id")?;
+        let tokens = Tokens::new(&jwt_secret(&settings)?, settings.token_ttl, &installation);
         let limiter: SharedLimiter = crate::limits::from_settings(&settings).await?;
         tokio::task::spawn_blocking(password::warm_up);
 

@@ -113,8 +113,8 @@ pub struct Settings {
     /// Secret for signing tokens (at least 32 bytes).
     #[arg(long, env = "LARDER_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
-    /// Lifetime of an access token in seconds.
-    #[arg(long, env = "LARDER_TOKEN_TTL", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Lifetime of an access token in seconds (at most 24 hours).
+    #[arg(long, env = "LARDER_TOKEN_TTL", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub token_ttl: u64,
     /// Email of an admin to create at start (idempotent).
     #[arg(long, env = "LARDER_ADMIN_EMAIL")]

@@ -43,9 +43,13 @@ impl FromRequestParts<AppState> for AuthUser {
             return Err(ApiError::unauthorized("Not authenticated", false));
         };
         let invalid = || ApiError::unauthorized("Could not validate credentials", true);
-        let user_id = state.tokens.verify(token).ok_or_else(invalid)?;
-        // Looked up every time, so a deleted user's token stops working at once.
-        let user = users::find(&state.db, user_id).await?.ok_or_else(invalid)?;
+        let verified = state.tokens.verify(token).ok_or_else(invalid)?;
+        // Looked up every time, so a deleted user's token stops working at once, and one
+        // issued before the user's password was last set too.
+        let user = users::find(&state.db, verified.user_id)
+            .await?
+            .filter(|user| verified.issued_at >= user.tokens_valid_after)
+            .ok_or_else(invalid)?;
         Ok(AuthUser(user))
     }
 }

@@ -1,16 +1,32 @@
-//! HS256 access tokens with `sub`, `iat` and `exp`.
+//! HS256 access tokens with `sub`, `iat`, `exp`, `iss` (the installation), `aud` and `jti`.
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
 use serde::{Deserialize, Serialize};
 
 /// Clock skew tolerated on `exp` and `iat`, in seconds.
 const LEEWAY: i64 = 30;
+/// The audience every larder token names.
+pub const AUDIENCE: &str = "larder";
+/// The longest lifetime a token may have (24 h): `LARDER_TOKEN_TTL` cannot exceed it, and a
+/// token that claims more is refused whatever signed it.
+pub const MAX_TTL_SECS: u64 = 24 * 60 * 60;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     sub: String,
     iat: i64,
     exp: i64,
+    iss: String,
+    aud: String,
+    jti: String,
+}
+
+/// What a valid token says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    pub user_id: i64,
+    /// `iat`: a user's tokens issued before their password was last set are refused.
+    pub issued_at: i64,
 }
 
 pub struct Tokens {
@@ -19,24 +35,36 @@ pub struct Tokens {
     validation: Validation,
     header: Header,
     ttl_secs: u64,
+    issuer: String,
 }
 
 impl Tokens {
-    pub fn new(secret: &[u8], ttl_secs: u64) -> Self {
+    /// Tokens signed with `secret`, living `ttl_secs`, issued by the installation whose
+    /// database made `installation` (so another database's tokens are refused).
+    pub fn new(secret: &[u8], ttl_secs: u64, installation: &str) -> Self {
+        let issuer = format!("larder:{installation}");
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY as u64;
-        validation.set_required_spec_claims(&["exp", "iat", "sub"]);
+        validation.set_required_spec_claims(&["exp", "iat", "sub", "iss", "aud"]);
+        validation.set_issuer(&[&issuer]);
+        validation.set_audience(&[AUDIENCE]);
         Tokens {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
             header: Header::new(Algorithm::HS256),
-            ttl_secs,
+            ttl_secs: ttl_secs.min(MAX_TTL_SECS),
+            issuer,
         }
     }
 
     pub fn ttl_secs(&self) -> u64 {
         self.ttl_secs
+    }
+
+    /// The `iss` this installation's tokens carry.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
     }
 
     pub fn issue(&self, user_id: i64) -> anyhow::Result<String> {
@@ -45,18 +73,30 @@ impl Tokens {
             sub: user_id.to_string(),
             iat: now,
             exp: now + self.ttl_secs as i64,
+            iss: self.issuer.clone(),
+            aud: AUDIENCE.to_string(),
+            jti: uuid::Uuid::new_v4().simple().to_string(),
         };
         Ok(encode(&self.header, &claims, &self.encoding)?)
     }
 
-    /// The user id a token names, if it is signed by us with HS256, unexpired and not from
-    /// the future. `alg: none` and every other algorithm are refused by the validation.
-    pub fn verify(&self, token: &str) -> Option<i64> {
-        let data = decode::<Claims>(token, &self.decoding, &self.validation).ok()?;
-        if data.claims.iat > chrono::Utc::now().timestamp() + LEEWAY {
+    /// What a token says, if it is signed by us with HS256 for this installation and this
+    /// audience, unexpired, not from the future, and no longer-lived than [`MAX_TTL_SECS`].
+    /// `alg: none` and every other algorithm are refused by the validation.
+    pub fn verify(&self, token: &str) -> Option<Verified> {
+        let claims = decode::<Claims>(token, &self.decoding, &self.validation)
+            .ok()?
+            .claims;
+        if claims.iat > chrono::Utc::now().timestamp() + LEEWAY
+            || claims.exp.saturating_sub(claims.iat) > MAX_TTL_SECS as i64
+            || claims.jti.is_empty()
+        {
             return None;
         }
-        data.claims.sub.parse().ok()
+        Some(Verified {
+            user_id: claims.sub.parse().ok()?,
+            issued_at: claims.iat,
+        })
     }
 }
 
@@ -77,17 +117,61 @@ mod tests {
         )
     }
 
+    fn claims(iat: i64, exp: i64) -> Claims {
+        Claims {
+            sub: "1".into(),
+            iat,
+            exp,
+            iss: "larder:here".into(),
+            aud: AUDIENCE.into(),
+            jti: "j".into(),
+        }
+    }
+
+    fn sign(claims: &Claims) -> String {
+        encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap()
+    }
+
     #[test]
     fn issued_tokens_verify() {
-        let tokens = Tokens::new(SECRET, 60);
+        let tokens = Tokens::new(SECRET, 60, "here");
         let token = tokens.issue(42).unwrap();
-        assert_eq!(tokens.verify(&token), Some(42));
+        assert_eq!(tokens.verify(&token).map(|v| v.user_id), Some(42));
+        let now = chrono::Utc::now().timestamp();
+        assert_eq!(
+            tokens
+                .verify(&sign(&claims(now, now + 60)))
+                .map(|v| v.user_id),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn another_installation_audience_or_an_overlong_life_is_refused() {
+        let tokens = Tokens::new(SECRET, 60, "here");
+        let elsewhere = Tokens::new(SECRET, 60, "elsewhere");
+        assert_eq!(tokens.verify(&elsewhere.issue(1).unwrap()), None);
+        let now = chrono::Utc::now().timestamp();
+        let mut other_audience = claims(now, now + 60);
+        other_audience.aud = "someone-else".into();
+        assert_eq!(tokens.verify(&sign(&other_audience)), None);
+        let forever = claims(now, now + MAX_TTL_SECS as i64 + 1);
+        assert_eq!(tokens.verify(&sign(&forever)), None);
+        assert_eq!(
+            Tokens::new(SECRET, 10 * MAX_TTL_SECS, "here").ttl_secs(),
+            MAX_TTL_SECS
+        );
     }
 
     #[test]
     fn other_keys_none_and_expired_are_refused() {
-        let tokens = Tokens::new(SECRET, 60);
-        let other = Tokens::new(b"another-secret-another-secret-xx", 60);
+        let tokens = Tokens::new(SECRET, 60, "here");
+        let other = Tokens::new(b"another-secret-another-secret-xx", 60, "here");
         assert_eq!(tokens.verify(&other.issue(1).unwrap()), None);
         let now = chrono::Utc::now().timestamp();
         let none = forge(
@@ -96,30 +180,8 @@ mod tests {
             "",
         );
         assert_eq!(tokens.verify(&none), None);
-        let expired = Claims {
-            sub: "1".into(),
-            iat: now - 7200,
-            exp: now - 3600,
-        };
-        let token = encode(
-            &Header::new(Algorithm::HS256),
-            &expired,
-            &EncodingKey::from_secret(SECRET),
-        )
-        .unwrap();
-        assert_eq!(tokens.verify(&token), None);
-        let future = Claims {
-            sub: "1".into(),
-            iat: now + 3600,
-            exp: now + 7200,
-        };
-        let token = encode(
-            &Header::new(Algorithm::HS256),
-            &future,
-            &EncodingKey::from_secret(SECRET),
-        )
-        .unwrap();
-        assert_eq!(tokens.verify(&token), None);
+        assert_eq!(tokens.verify(&sign(&claims(now - 7200, now - 3600))), None);
+        assert_eq!(tokens.verify(&sign(&claims(now + 3600, now + 7200))), None);
         assert_eq!(tokens.verify("not.a.token"), None);
     }
 }

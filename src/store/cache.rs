@@ -191,6 +191,7 @@ mod tests {
             full_name: None,
             role: "user".into(),
             created_at: Utc::now(),
+            tokens_valid_after: 0,
         }
     }
 

@@ -329,6 +329,16 @@ impl Db {
         Ok(())
     }
 
+    /// The id this database was made with (tokens name it as their issuer).
+    pub async fn installation_id(&self) -> StoreResult<String> {
+        let id = with_reader!(self, |pool| {
+            sqlx::query_scalar::<_, String>("select id from installation")
+                .fetch_one(pool)
+                .await?
+        });
+        Ok(id)
+    }
+
     /// The file a SQLite database lives in, if it is one.
     pub fn sqlite_path(url: &DatabaseUrl) -> Option<std::path::PathBuf> {
         match url {

@@ -19,6 +19,10 @@ pub struct User {
     pub role: String,
     #[serde(serialize_with = "crate::domain::time::rfc3339")]
     pub created_at: DateTime<Utc>,
+    /// Unix seconds: the user's tokens issued before it are refused (set with the password).
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub tokens_valid_after: i64,
 }
 
 impl User {
@@ -43,7 +47,7 @@ pub async fn insert(
     db.write(async {
     let sql = "insert into users (email, email_key, password_hash, full_name, role, created_at) \
                values ($1, $2, $3, $4, $5, $6) \
-               returning id, email, full_name, role, created_at";
+               returning id, email, full_name, role, created_at, tokens_valid_after";
     let result = with_writer!(db, |pool| {
         sqlx::query_as::<_, User>(sql)
             .bind(email.as_str())
@@ -65,27 +69,48 @@ pub async fn insert(
 }).await
 }
 
-/// Makes `email` an admin with this password, creating the account if needed (idempotent).
-pub async fn upsert_admin(db: &Db, email: &Email, password_hash: &str) -> StoreResult<User> {
+/// Makes `email` an admin, creating the account if needed (idempotent). With a password
+/// hash, the password is set too, and every token issued before stops working
+/// (`tokens_valid_after`); without one, an existing account keeps its password and tokens.
+pub async fn upsert_admin(
+    db: &Db,
+    email: &Email,
+    password_hash: Option<&str>,
+) -> StoreResult<User> {
     db.write(async {
-    let sql = "insert into users (email, email_key, password_hash, full_name, role, created_at) \
-               values ($1, $2, $3, null, 'admin', $4) \
-               on conflict (email_key) do update set role = 'admin', password_hash = excluded.password_hash \
-               returning id, email, full_name, role, created_at";
-    let user = with_writer!(db, |pool| {
-        sqlx::query_as::<_, User>(sql)
-            .bind(email.as_str())
-            .bind(email.key())
-            .bind(password_hash)
-            .bind(Utc::now())
-            .fetch_all(pool)
-            .await
-    });
-    db.users_changed();
-    user?
-        .pop()
-        .ok_or(StoreError::Database(sqlx::Error::RowNotFound))
-}).await
+        let set_password = "insert into users (email, email_key, password_hash, full_name, role, created_at, tokens_valid_after) \
+               values ($1, $2, $3, null, 'admin', $4, $5) \
+               on conflict (email_key) do update set role = 'admin', password_hash = excluded.password_hash, \
+                   tokens_valid_after = excluded.tokens_valid_after \
+               returning id, email, full_name, role, created_at, tokens_valid_after";
+        let promote = "update users set role = 'admin' where email_key = $1 \
+               returning id, email, full_name, role, created_at, tokens_valid_after";
+        let user = with_writer!(db, |pool| {
+            match password_hash {
+                Some(hash) => {
+                    sqlx::query_as::<_, User>(set_password)
+                        .bind(email.as_str())
+                        .bind(email.key())
+                        .bind(hash)
+                        .bind(Utc::now())
+                        .bind(Utc::now().timestamp())
+                        .fetch_all(pool)
+                        .await
+                }
+                None => {
+                    sqlx::query_as::<_, User>(promote)
+                        .bind(email.key())
+                        .fetch_all(pool)
+                        .await
+                }
+            }
+        });
+        db.users_changed();
+        user?
+            .pop()
+            .ok_or(StoreError::Database(sqlx::Error::RowNotFound))
+    })
+    .await
 }
 
 pub async fn find(db: &Db, id: i64) -> StoreResult<Option<User>> {
@@ -94,7 +119,7 @@ pub async fn find(db: &Db, id: i64) -> StoreResult<Option<User>> {
         return Ok(Some(user));
     }
     let tag = cache.map(|cache| cache.user_generation());
-    let sql = "select id, email, full_name, role, created_at from users where id = $1";
+    let sql = "select id, email, full_name, role, created_at, tokens_valid_after from users where id = $1";
     let user = with_reader!(db, |pool| {
         sqlx::query_as::<_, User>(sql)
             .bind(id)

@@ -10,6 +10,9 @@ use crate::helpers::{Backend, TestApp, assert_problem, error_locs};
 
 both_backends!(
     a_username_longer_than_an_email_is_422_before_any_work,
+    tokens_name_their_installation_audience_and_id,
+    a_recreated_database_refuses_the_old_ones_tokens,
+    setting_a_password_ends_the_tokens_issued_before,
     registration_answers_201_with_location_and_no_secrets,
     emails_are_unique_case_insensitively,
     concurrent_registrations_of_one_email_give_one_201_and_one_409,
@@ -292,17 +295,55 @@ async fn forged_expired_and_foreign_tokens_are_invalid_tokens(backend: Backend) 
     let user = app.user().await;
     let now = chrono::Utc::now().timestamp();
     let sub = user.id.to_string();
+    // Every claim a larder token carries; each bad token below differs in one thing only.
+    let issuer = app.state.tokens.issuer().to_owned();
+    let claims = |sub: &str, iat: i64, exp: i64| json!({"sub": sub, "iat": iat, "exp": exp, "iss": issuer, "aud": "larder", "jti": "forged"});
+
     let (head, _) = user.token.rsplit_once('.').unwrap();
     let tampered_claims = {
         let parts: Vec<&str> = user.token.split('.').collect();
         format!(
             "{}.{}.{}",
             parts[0],
-            URL_SAFE_NO_PAD.encode(json!({"sub": "999", "iat": now, "exp": now + 600}).to_string()),
+            URL_SAFE_NO_PAD.encode(claims("999", now, now + 600).to_string()),
             parts[2]
         )
     };
+    let mut other_issuer = claims(&sub, now, now + 600);
+    other_issuer["iss"] = json!("larder:another-installation");
+    let mut other_audience = claims(&sub, now, now + 600);
+    other_audience["aud"] = json!("another-service");
+    let mut no_issuer = claims(&sub, now, now + 600);
+    no_issuer.as_object_mut().unwrap().remove("iss");
     let bad_tokens = vec![
+        (
+            "another installation",
+            sign(
+                secret.as_bytes(),
+                other_issuer,
+                jsonwebtoken::Algorithm::HS256,
+            ),
+        ),
+        (
+            "another audience",
+            sign(
+                secret.as_bytes(),
+                other_audience,
+                jsonwebtoken::Algorithm::HS256,
+            ),
+        ),
+        (
+            "no issuer",
+            sign(secret.as_bytes(), no_issuer, jsonwebtoken::Algorithm::HS256),
+        ),
+        (
+            "a lifetime over 24 hours",
+            sign(
+                secret.as_bytes(),
+                claims(&sub, now, now + 86_401),
+                jsonwebtoken::Algorithm::HS256,
+            ),
+        ),
         ("garbage", "not-a-jwt".to_string()),
         ("bad signature", format!("{head}.c2lnbmF0dXJl")),
         ("tampered claims", tampered_claims),
@@ -310,7 +351,7 @@ async fn forged_expired_and_foreign_tokens_are_invalid_tokens(backend: Backend) 
             "alg none",
             forge(
                 json!({"alg": "none", "typ": "JWT"}),
-                json!({"sub": sub, "iat": now, "exp": now + 600}),
+                claims(&sub, now, now + 600),
                 "",
             ),
         ),
@@ -318,7 +359,7 @@ async fn forged_expired_and_foreign_tokens_are_invalid_tokens(backend: Backend) 
             "other key",
             sign(
                 b"another-secret-another-secret-xx",
-                json!({"sub": sub, "iat": now, "exp": now + 600}),
+                claims(&sub, now, now + 600),
                 jsonwebtoken::Algorithm::HS256,
             ),
         ),
@@ -326,7 +367,7 @@ async fn forged_expired_and_foreign_tokens_are_invalid_tokens(backend: Backend) 
             "other algorithm",
             sign(
                 secret.as_bytes(),
-                json!({"sub": sub, "iat": now, "exp": now + 600}),
+                claims(&sub, now, now + 600),
                 jsonwebtoken::Algorithm::HS512,
             ),
         ),
@@ -334,7 +375,7 @@ async fn forged_expired_and_foreign_tokens_are_invalid_tokens(backend: Backend) 
             "expired",
             sign(
                 secret.as_bytes(),
-                json!({"sub": sub, "iat": now - 7200, "exp": now - 3600}),
+                claims(&sub, now - 7200, now - 3600),
                 jsonwebtoken::Algorithm::HS256,
             ),
         ),
@@ -342,7 +383,7 @@ async fn forged_expired_and_foreign_tokens_are_invalid_tokens(backend: Backend) 
             "from the future",
             sign(
                 secret.as_bytes(),
-                json!({"sub": sub, "iat": now + 3600, "exp": now + 7200}),
+                claims(&sub, now + 3600, now + 7200),
                 jsonwebtoken::Algorithm::HS256,
             ),
         ),
@@ -350,7 +391,7 @@ async fn forged_expired_and_foreign_tokens_are_invalid_tokens(backend: Backend) 
             "no exp",
             sign(
                 secret.as_bytes(),
-                json!({"sub": sub, "iat": now}),
+                json!({"sub": sub, "iat": now, "iss": issuer, "aud": "larder", "jti": "no-exp"}),
                 jsonwebtoken::Algorithm::HS256,
             ),
         ),
@@ -358,7 +399,7 @@ async fn forged_expired_and_foreign_tokens_are_invalid_tokens(backend: Backend) 
             "unknown user",
             sign(
                 secret.as_bytes(),
-                json!({"sub": "987654", "iat": now, "exp": now + 600}),
+                claims("987654", now, now + 600),
                 jsonwebtoken::Algorithm::HS256,
             ),
         ),
@@ -386,7 +427,7 @@ async fn forged_expired_and_foreign_tokens_are_invalid_tokens(backend: Backend) 
     // The same secret really signs valid tokens.
     let good = sign(
         secret.as_bytes(),
-        json!({"sub": sub, "iat": now, "exp": now + 600}),
+        claims(&sub, now, now + 600),
         jsonwebtoken::Algorithm::HS256,
     );
     let response = app
@@ -666,4 +707,91 @@ async fn a_username_longer_than_an_email_is_422_before_any_work(backend: Backend
         Some("Incorrect email or password"),
     )
     .await;
+}
+
+/// The claims of a token, decoded without checking it.
+fn token_claims(token: &str) -> Value {
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
+async fn tokens_name_their_installation_audience_and_id(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let user = app.user().await;
+    let claims = token_claims(&user.token);
+    assert_eq!(claims["sub"], user.id.to_string());
+    assert_eq!(claims["iss"], app.state.tokens.issuer());
+    assert!(claims["iss"].as_str().unwrap().starts_with("larder:"));
+    assert_eq!(claims["aud"], "larder");
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        3600
+    );
+    let again = token_claims(&app.login(&user.email, &user.password).await);
+    assert!(!claims["jti"].as_str().unwrap().is_empty());
+    assert_ne!(claims["jti"], again["jti"], "every token has its own id");
+}
+
+/// A database recreated beside a kept secret is another installation: the old database's
+/// tokens do not authenticate whoever now has their user id.
+async fn a_recreated_database_refuses_the_old_ones_tokens(backend: Backend) {
+    let secret = "one-secret-kept-across-two-databases!";
+    let keep = |settings: &mut larder::config::Settings| settings.jwt_secret = Some(secret.into());
+    let old = TestApp::spawn_with(backend, keep).await;
+    let old_user = old.user().await;
+    let new = TestApp::spawn_with(backend, keep).await;
+    let new_user = new.user().await;
+    assert_eq!(
+        new_user.id, old_user.id,
+        "the same id names another person now"
+    );
+    assert_ne!(old.state.tokens.issuer(), new.state.tokens.issuer());
+    let response = new
+        .get("/users/me")
+        .bearer_auth(&old_user.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()["www-authenticate"],
+        r#"Bearer error="invalid_token""#
+    );
+    assert_problem(
+        response,
+        StatusCode::UNAUTHORIZED,
+        Some("Could not validate credentials"),
+    )
+    .await;
+    let response = new
+        .get("/users/me")
+        .bearer_auth(&new_user.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+/// A password set by any path (here `larder admin create`'s) ends the tokens issued before.
+async fn setting_a_password_ends_the_tokens_issued_before(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let user = app.user().await;
+    let me = |token: &str| app.get("/users/me").bearer_auth(token).send();
+    assert_eq!(me(&user.token).await.unwrap().status(), StatusCode::OK);
+    // Token times are whole seconds: the change comes in a later second than the token.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let email = larder::domain::user::Email::parse(&user.email).unwrap();
+    let password = larder::domain::user::Password::parse("a brand new passphrase").unwrap();
+    let hash = larder::auth::password::hash(&password).await.unwrap();
+    larder::store::users::upsert_admin(&app.state.db, &email, Some(&hash))
+        .await
+        .unwrap();
+    let response = me(&user.token).await.unwrap();
+    assert_problem(
+        response,
+        StatusCode::UNAUTHORIZED,
+        Some("Could not validate credentials"),
+    )
+    .await;
+    let token = app.login(&user.email, "a brand new passphrase").await;
+    assert_eq!(me(&token).await.unwrap().status(), StatusCode::OK);
 }

@@ -275,10 +275,12 @@ impl TestApp {
         let email = larder::domain::user::Email::parse(&user.email).unwrap();
         let password = larder::domain::user::Password::parse(&user.password).unwrap();
         let hash = larder::auth::password::hash(&password).await.unwrap();
-        larder::store::users::upsert_admin(&self.state.db, &email, &hash)
+        larder::store::users::upsert_admin(&self.state.db, &email, Some(&hash))
             .await
             .unwrap();
-        user
+        // Setting the password ended the tokens issued before it.
+        let token = self.login(&user.email, &user.password).await;
+        TestUser { token, ..user }
     }
 
     pub async fn login(&self, email: &str, password: &str) -> String {
