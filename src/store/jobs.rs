@@ -244,6 +244,27 @@ const ROWS_PER_STATEMENT: usize = 1000;
 const CURSOR: &str = "update jobs set done = $1, locked_until_ms = $2, rejected_count = $5 \
      where id = $3 and locked_by = $4 and status = 'running'";
 
+/// Runs `CURSOR` first in the chunk's open transaction `$tx` (on either backend, whose
+/// transaction types differ); when the lease was lost, rolls back and returns `Ok(false)`
+/// from the calling function.
+macro_rules! move_cursor_or_return {
+    ($tx:ident, $done:expr, $lease_until:expr, $id:expr, $worker:expr, $rejected:expr) => {
+        let held = sqlx::query(CURSOR)
+            .bind($done)
+            .bind($lease_until)
+            .bind($id)
+            .bind($worker)
+            .bind($rejected)
+            .execute(&mut *$tx)
+            .await?
+            .rows_affected();
+        if held != 1 {
+            $tx.rollback().await?;
+            return Ok(false);
+        }
+    };
+}
+
 /// PostgreSQL takes a chunk as five arrays: one statement, one round trip, no parameter limit.
 const PG_INSERT_ITEMS: &str = "insert into items (owner_id, created_at, updated_at, job_id, version, \
          name, description, price, quantity, job_index) \
@@ -281,19 +302,7 @@ pub async fn commit_chunk(
         match db {
             Db::Sqlite(sqlite) => {
                 let mut tx = sqlite.writer.begin().await?;
-                let held = sqlx::query(CURSOR)
-                    .bind(done)
-                    .bind(lease_until)
-                    .bind(job.id)
-                    .bind(worker)
-                    .bind(rejected_count)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if held != 1 {
-                    tx.rollback().await?;
-                    return Ok(false);
-                }
+                move_cursor_or_return!(tx, done, lease_until, job.id, worker, rejected_count);
                 for batch in rows.chunks(ROWS_PER_STATEMENT) {
                     let mut query =
                         sqlx::query(sqlx::AssertSqlSafe(sqlite_insert_items(batch.len())));
@@ -329,19 +338,7 @@ pub async fn commit_chunk(
             Db::Postgres(postgres) => {
                 let pool = &postgres.pool;
                 let mut tx = pool.begin().await?;
-                let held = sqlx::query(CURSOR)
-                    .bind(done)
-                    .bind(lease_until)
-                    .bind(job.id)
-                    .bind(worker)
-                    .bind(rejected_count)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if held != 1 {
-                    tx.rollback().await?;
-                    return Ok(false);
-                }
+                move_cursor_or_return!(tx, done, lease_until, job.id, worker, rejected_count);
                 if !rows.is_empty() {
                     let names: Vec<&str> = rows.iter().map(|row| row.draft.name()).collect();
                     let descriptions: Vec<Option<&str>> =

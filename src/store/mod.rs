@@ -193,15 +193,11 @@ impl Db {
                     .busy_timeout(Duration::from_secs(5))
                     .foreign_keys(true)
                     .statement_cache_capacity(256);
-                // The file is created here, once. The pools open an existing file only, so a
-                // database deleted under a running server is never silently recreated empty.
-                use sqlx::{ConnectOptions, Connection};
-                if let Some(path) = sqlite_file(&options) {
-                    create_private(&path).map_err(sqlx::Error::Io)?;
-                }
-                let first = options.clone().create_if_missing(true).connect().await?;
+                // The file is created here, once (an empty file is an empty database). The
+                // pools open an existing file only, so a database deleted under a running
+                // server is never silently recreated empty.
                 let file = sqlite_file(&options)
-                    .map(|path| DatabaseFile::open(&path))
+                    .map(|path| create_private(&path).and_then(|()| DatabaseFile::open(&path)))
                     .transpose()
                     .map_err(sqlx::Error::Io)?;
                 // Connections are kept for the life of the process (no idle timeout, no
@@ -217,9 +213,9 @@ impl Db {
                     .after_release(|connection, _| {
                         Box::pin(async move { Ok(sqlite_left_clean(connection).await) })
                     })
-                    .connect_with(options.clone())
+                    // Only an in-memory database is made by the pool itself.
+                    .connect_with(options.clone().create_if_missing(file.is_none()))
                     .await?;
-                first.close().await?;
                 sqlx::migrate!("migrations/sqlite").run(&writer).await?;
                 let reader = SqlitePoolOptions::new()
                     .max_connections(settings.pool_size)
@@ -344,10 +340,7 @@ impl Db {
         match url {
             DatabaseUrl::Sqlite(url) => SqliteConnectOptions::from_str(url)
                 .ok()
-                .map(|options| options.get_filename().to_path_buf())
-                .filter(|path| {
-                    !path.as_os_str().is_empty() && path != std::path::Path::new(":memory:")
-                }),
+                .and_then(|options| sqlite_file(&options)),
             DatabaseUrl::Postgres(_) => None,
         }
     }

@@ -51,16 +51,14 @@ impl StorageHealth {
     /// one larder opened (a connection opened on a replacement would share its WAL and
     /// shared-memory files with the connections still on the original).
     pub fn before_write(&self) -> StoreResult<()> {
-        match self.file.as_ref().map(DatabaseFile::check) {
-            Some(Err(problem)) => {
-                let error = StoreError::Fault(sqlx::Error::Io(std::io::Error::other(problem)));
-                self.observe::<()>(&Err(error));
-                Err(StoreError::Fault(sqlx::Error::Io(std::io::Error::other(
-                    "the database file is not the one larder opened",
-                ))))
-            }
-            _ => Ok(()),
-        }
+        let Some(Err(problem)) = self.file.as_ref().map(DatabaseFile::check) else {
+            return Ok(());
+        };
+        let refused = Err(StoreError::Fault(sqlx::Error::Io(std::io::Error::other(
+            problem,
+        ))));
+        self.observe(&refused);
+        refused
     }
 
     /// The outcome of a write, told truly and recorded. A write that failed for another
