@@ -15,11 +15,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::password;
-use crate::auth::throttle::LoginThrottle;
 use crate::auth::token::Tokens;
 use crate::config::{AdminCommand, AdminCreate, Cli, Command, DatabaseUrl, Settings};
 use crate::domain::user::{Email, Password};
-use crate::limits::SharedLimiter;
+use crate::limits::Limits;
 use crate::state::{AppContext, AppState};
 use crate::store::{self, Db};
 
@@ -51,7 +50,13 @@ pub fn main() -> ExitCode {
         }
         Command::Admin {
             action: AdminCommand::Create(args),
-        } => runtime.block_on(create_admin_from_stdin(args)),
+        } => match admin_from_stdin(&args) {
+            Ok((email, password)) => runtime.block_on(create_admin(args, email, password)),
+            Err(problem) => {
+                eprintln!("larder: {problem}");
+                return ExitCode::from(2);
+            }
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -112,15 +117,21 @@ async fn shutdown_signal() {
     tracing::info!("shutdown requested: no new connections, finishing in-flight requests");
 }
 
-async fn create_admin_from_stdin(args: AdminCreate) -> anyhow::Result<()> {
-    let email = Email::parse(&args.email).map_err(|e| anyhow::anyhow!("--email: {e}"))?;
+/// The admin's email from `--email` and password from stdin, both checked: a bad one is a
+/// usage error (exit 2), found before the database is touched.
+fn admin_from_stdin(args: &AdminCreate) -> Result<(Email, Password), String> {
+    let email = Email::parse(&args.email).map_err(|e| format!("--email: {e}"))?;
     let mut line = String::new();
     std::io::stdin()
         .lock()
         .read_line(&mut line)
-        .context("reading the password from stdin")?;
-    let password = Password::parse(line.trim_end_matches(['\r', '\n']))
-        .map_err(|e| anyhow::anyhow!("password: {}", e.msg))?;
+        .map_err(|e| format!("reading the password from stdin: {e}"))?;
+    let password = Password::parse(line.trim_end_matches(['\r', '\n']), Some(&email))
+        .map_err(|e| format!("password: {}", e.msg))?;
+    Ok((email, password))
+}
+
+async fn create_admin(args: AdminCreate, email: Email, password: Password) -> anyhow::Result<()> {
     let db = Db::connect(&args.database)
         .await
         .context("opening the database")?;
@@ -229,7 +240,7 @@ impl Application {
         if let (Some(email), Some(password)) = (&settings.admin_email, &settings.admin_password) {
             let email =
                 Email::parse(email).map_err(|e| anyhow::anyhow!("LARDER_ADMIN_EMAIL: {e}"))?;
-            let password = Password::parse(password)
+            let password = Password::parse(password, Some(&email))
                 .map_err(|e| anyhow::anyhow!("LARDER_ADMIN_PASSWORD: {}", e.msg))?;
             ensure_admin(&db, &email, &password).await?;
         }
@@ -238,7 +249,7 @@ impl Application {
             .await
             .context("reading the installation id")?;
         let tokens = Tokens::new(&jwt_secret(&settings)?, settings.token_ttl, &installation);
-        let limiter: SharedLimiter = crate::limits::from_settings(&settings).await?;
+        let limits = Limits::from_settings(&settings).await?;
         tokio::task::spawn_blocking(password::warm_up);
 
         let listener = TcpListener::bind(settings.bind)
@@ -249,8 +260,7 @@ impl Application {
             settings,
             db,
             tokens,
-            limiter,
-            login_throttle: LoginThrottle::default(),
+            limits,
             jobs: crate::jobs::Queue::default(),
         });
         let stop = CancellationToken::new();
@@ -287,11 +297,17 @@ impl Application {
         let grace = self.state.settings.grace_period();
         let header_timeout = Duration::from_secs(self.state.settings.header_timeout);
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        let server =
-            crate::http::server::serve(self.listener, self.service, header_timeout, async move {
+        let max_connections = self.state.settings.max_connections();
+        let server = crate::http::server::serve(
+            self.listener,
+            self.service,
+            header_timeout,
+            max_connections,
+            async move {
                 shutdown.await;
                 let _ = stopping_tx.send(());
-            });
+            },
+        );
         let deadline = async move {
             if stopping_rx.await.is_ok() {
                 tokio::time::sleep(grace).await;
@@ -346,8 +362,7 @@ async fn housekeeping(state: AppState, stop: CancellationToken) {
         if let Err(error) = store::idempotency::sweep(&state.db).await {
             tracing::warn!(%error, "sweeping idempotency keys failed");
         }
-        state.limiter.evict_stale();
-        state.login_throttle.sweep(std::time::Instant::now());
+        state.limits.evict_stale();
     }
 }
 

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::domain::user::{Email, Password};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "larder",
@@ -125,6 +127,23 @@ pub struct Settings {
     /// Rate limit of `GET /api/data` per `client`, as `requests/window`, e.g. `100/60s`.
     #[arg(long, env = "LARDER_RATE_LIMIT", default_value = "100/60s")]
     pub rate_limit: RateLimitSpec,
+    /// Failed logins allowed per (account, client address), as `count/window`.
+    #[arg(long, env = "LARDER_LOGIN_LIMIT", default_value = "10/5m")]
+    pub login_limit: RateLimitSpec,
+    /// Failed logins allowed per client address, whatever the account.
+    #[arg(long, env = "LARDER_LOGIN_ADDRESS_LIMIT", default_value = "100/5m")]
+    pub login_address_limit: RateLimitSpec,
+    /// Registrations allowed per client address.
+    #[arg(long, env = "LARDER_REGISTRATION_LIMIT", default_value = "20/1h")]
+    pub registration_limit: RateLimitSpec,
+    /// Comma-separated addresses or CIDRs of proxies whose `Forwarded` / `X-Forwarded-For`
+    /// name the client; from any other peer those headers are ignored.
+    #[arg(long, env = "LARDER_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: TrustedProxies,
+    /// The most connections open at once; more wait to be accepted. Default: sized from the
+    /// process's open-file limit.
+    #[arg(long, env = "LARDER_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
     /// Redis URL; when set, rate limits are shared by every process.
     #[arg(long, env = "LARDER_REDIS_URL")]
     pub redis_url: Option<String>,
@@ -156,8 +175,18 @@ impl Settings {
         if self.environment == Environment::Production && self.jwt_secret.is_none() {
             return Err("LARDER_JWT_SECRET is required when LARDER_ENV=production".into());
         }
-        if self.admin_email.is_some() != self.admin_password.is_some() {
-            return Err("LARDER_ADMIN_EMAIL and LARDER_ADMIN_PASSWORD must be set together".into());
+        match (&self.admin_email, &self.admin_password) {
+            (Some(email), Some(password)) => {
+                let email = Email::parse(email).map_err(|e| format!("LARDER_ADMIN_EMAIL: {e}"))?;
+                Password::parse(password, Some(&email))
+                    .map_err(|e| format!("LARDER_ADMIN_PASSWORD: {}", e.msg))?;
+            }
+            (None, None) => {}
+            _ => {
+                return Err(
+                    "LARDER_ADMIN_EMAIL and LARDER_ADMIN_PASSWORD must be set together".into(),
+                );
+            }
         }
         if let Some(url) = &self.redis_url
             && !(url.starts_with("redis://") || url.starts_with("rediss://"))
@@ -173,6 +202,18 @@ impl Settings {
         Duration::from_secs(self.grace_period)
     }
 
+    /// `LARDER_MAX_CONNECTIONS`, or what the open-file limit leaves after the database pool,
+    /// log and Redis files and a margin.
+    pub fn max_connections(&self) -> usize {
+        if let Some(max) = self.max_connections {
+            return max as usize;
+        }
+        let reserved = 128 + self.database.pool_size as u64;
+        open_file_limit()
+            .saturating_sub(reserved)
+            .clamp(64, 1 << 20) as usize
+    }
+
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout)
     }
@@ -185,6 +226,20 @@ impl Settings {
         };
         settings.database.database_url = database_url;
         *settings
+    }
+}
+
+/// The soft limit on open files (`RLIMIT_NOFILE`).
+fn open_file_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given and reads nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur
+    } else {
+        1024
     }
 }
 
@@ -245,6 +300,39 @@ impl FromStr for DatabaseUrl {
 impl fmt::Display for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// The proxies allowed to name the client: addresses or CIDRs, comma-separated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    pub fn contains(&self, address: &std::net::IpAddr) -> bool {
+        self.0.iter().any(|net| net.contains(address))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl FromStr for TrustedProxies {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        value
+            .split(',')
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty())
+            .map(|entry| {
+                entry
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("expected an IP address or CIDR, got {entry:?}"))
+            })
+            .collect::<Result<_, _>>()
+            .map(TrustedProxies)
     }
 }
 
@@ -327,6 +415,18 @@ mod tests {
         ] {
             assert!(bad.parse::<RateLimitSpec>().is_err(), "{bad} was accepted");
         }
+    }
+
+    #[test]
+    fn trusted_proxies_parse_addresses_and_ranges() {
+        let proxies: TrustedProxies = "10.0.0.0/8, 192.0.2.7,::1".parse().unwrap();
+        assert!(proxies.contains(&"10.1.2.3".parse().unwrap()));
+        assert!(proxies.contains(&"192.0.2.7".parse().unwrap()));
+        assert!(!proxies.contains(&"192.0.2.8".parse().unwrap()));
+        assert!(proxies.contains(&"::1".parse().unwrap()));
+        assert!("".parse::<TrustedProxies>().unwrap().is_empty());
+        assert!("10.0.0.0/33".parse::<TrustedProxies>().is_err());
+        assert!("example.com".parse::<TrustedProxies>().is_err());
     }
 
     #[test]

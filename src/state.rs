@@ -3,19 +3,17 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
-use crate::auth::throttle::LoginThrottle;
 use crate::auth::token::Tokens;
 use crate::config::Settings;
 use crate::jobs::Queue;
-use crate::limits::SharedLimiter;
+use crate::limits::Limits;
 use crate::store::Db;
 
 pub struct AppContext {
     pub settings: Settings,
     pub db: Db,
     pub tokens: Tokens,
-    pub limiter: SharedLimiter,
-    pub login_throttle: LoginThrottle,
+    pub limits: Limits,
     pub jobs: Queue,
 }
 

@@ -2,7 +2,6 @@
 
 pub mod extract;
 pub mod password;
-pub mod throttle;
 pub mod token;
 
 pub use extract::{AuthUser, MaybeAuthUser};

@@ -110,7 +110,7 @@ mod tests {
 
     #[tokio::test]
     async fn hashes_verify_and_unknown_users_never_match() {
-        let password = Password::parse("correct horse").unwrap();
+        let password = Password::parse("correct horse", None).unwrap();
         let stored = hash(&password).await.unwrap();
         assert!(stored.starts_with("$argon2id$"));
         assert!(

@@ -52,13 +52,20 @@ impl Email {
         &self.0
     }
 
+    /// What comes before the (last) @.
+    pub fn local_part(&self) -> &str {
+        self.0.rsplit_once('@').map_or("", |(local, _)| local)
+    }
+
     /// The form the uniqueness constraint compares: lower case.
     pub fn key(&self) -> String {
         self.0.to_lowercase()
     }
 }
 
-/// A password of 8 to 256 characters; only its Argon2id hash is ever stored.
+/// A password that meets the policy (NIST SP 800-63B §5.1.1.2): 8 to 256 characters, not a
+/// commonly used password, not containing its owner's email local part. Only its Argon2id
+/// hash is ever stored.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Password(String);
 
@@ -68,27 +75,57 @@ impl std::fmt::Debug for Password {
     }
 }
 
+/// 19,640 passwords seen most often in public breach corpora: the list Django ships
+/// (`django/contrib/auth/common-passwords.txt.gz`, BSD-3-Clause, compiled by Royce Williams),
+/// lowercased, one per line.
+static COMMON_PASSWORDS: std::sync::LazyLock<std::collections::HashSet<&'static str>> =
+    std::sync::LazyLock::new(|| include_str!("common-passwords.txt").lines().collect());
+
+/// Local parts shorter than this are not looked for in the password: nearly every password
+/// contains some one- or two-letter string.
+const LOCAL_PART_MIN: usize = 3;
+
 impl Password {
     pub const MIN: usize = 8;
     pub const MAX: usize = 256;
 
-    pub fn parse(value: &str) -> Result<Self, FieldError> {
+    /// `owner` is the account's email; `None` only where that email is itself invalid (the
+    /// request fails anyway, and this still reports the password's own faults).
+    pub fn parse(value: &str, owner: Option<&Email>) -> Result<Self, FieldError> {
         let length = value.chars().count();
         if length < Self::MIN {
-            Err(error(
+            return Err(error(
                 "password",
                 "string_too_short",
                 format!("String should have at least {} characters", Self::MIN),
-            ))
-        } else if length > Self::MAX {
-            Err(error(
+            ));
+        }
+        if length > Self::MAX {
+            return Err(error(
                 "password",
                 "string_too_long",
                 format!("String should have at most {} characters", Self::MAX),
-            ))
-        } else {
-            Ok(Password(value.to_string()))
+            ));
         }
+        let normalized = value.trim().to_lowercase();
+        if COMMON_PASSWORDS.contains(normalized.as_str()) {
+            return Err(error(
+                "password",
+                "value_error",
+                "Value error, This password is too common",
+            ));
+        }
+        if let Some(owner) = owner {
+            let local = owner.local_part().to_lowercase();
+            if local.chars().count() >= LOCAL_PART_MIN && normalized.contains(&local) {
+                return Err(error(
+                    "password",
+                    "value_error",
+                    "Value error, The password must not contain the part of the email before the @",
+                ));
+            }
+        }
+        Ok(Password(value.to_string()))
     }
 
     pub fn expose(&self) -> &str {
@@ -116,9 +153,11 @@ impl TryFrom<&Value> for NewUser {
                 .map_err(|msg| fields.push("email", "value_error", msg))
                 .ok()
         });
-        let password = fields
-            .required_str("password")
-            .and_then(|raw| Password::parse(raw).map_err(|e| fields.errors.push(e)).ok());
+        let password = fields.required_str("password").and_then(|raw| {
+            Password::parse(raw, email.as_ref())
+                .map_err(|e| fields.errors.push(e))
+                .ok()
+        });
         let full_name = fields
             .optional_str("full_name")
             .and_then(|name| match name {
@@ -234,11 +273,28 @@ mod tests {
     }
 
     #[test]
-    fn passwords_need_eight_characters() {
-        assert!(Password::parse("1234567").is_err());
-        assert!(Password::parse("12345678").is_ok());
+    fn passwords_follow_the_policy() {
+        let ann = Email::parse("ann.lee@example.com").unwrap();
+        let kind = |value: &str| Password::parse(value, Some(&ann)).map_err(|e| e.kind);
+        assert_eq!(kind("1234567").unwrap_err(), "string_too_short");
+        assert_eq!(kind(&"x".repeat(257)).unwrap_err(), "string_too_long");
+        for common in [
+            "12345678",
+            "password",
+            "Password1",
+            " qwertyuiop ",
+            "iloveyou",
+        ] {
+            assert_eq!(kind(common).unwrap_err(), "value_error", "{common}");
+        }
+        assert_eq!(kind("my ANN.LEE secret").unwrap_err(), "value_error");
+        assert!(kind("correct horse battery").is_ok());
+        // A short local part is not looked for.
+        let al = Email::parse("al@example.com").unwrap();
+        assert!(Password::parse("royal blue walrus", Some(&al)).is_ok());
+        assert!(COMMON_PASSWORDS.len() >= 10_000);
         assert_eq!(
-            format!("{:?}", Password::parse("12345678").unwrap()),
+            format!("{:?}", kind("correct horse battery").unwrap()),
             "Password(..)"
         );
     }

@@ -1,10 +1,7 @@
 //! The OAuth2 password flow's token endpoint, and the route that proves a token works.
 
-use std::net::SocketAddr;
-use std::time::Instant;
-
 use axum::Json;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -12,10 +9,12 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::client::ClientAddress;
 use super::error::{ApiError, ApiResult, ProblemBody, ValidationProblemBody};
 use super::extract::FormOrJson;
 use crate::auth::{AuthUser, password};
 use crate::domain::user::Credentials;
+use crate::limits::throttle::retry_after_secs;
 use crate::state::AppState;
 use crate::store::users;
 
@@ -50,12 +49,8 @@ pub struct Secret {
     pub data: &'static str,
 }
 
-/// The one route that reads the peer address (`ConnectInfo`): the accept loop attaches it
-/// to these requests only.
-pub const TOKEN_PATH: &str = "/auth/token";
-
 /// Exchange an email and password for a bearer token.
-#[utoipa::path(post, path = TOKEN_PATH, tag = "auth",
+#[utoipa::path(post, path = "/auth/token", tag = "auth",
     request_body(content(
         (TokenRequest = "application/x-www-form-urlencoded"),
         (TokenRequest = "application/json"),
@@ -74,21 +69,29 @@ pub const TOKEN_PATH: &str = "/auth/token";
     ))]
 pub async fn token(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    client: ClientAddress,
     FormOrJson(credentials): FormOrJson<Credentials>,
 ) -> ApiResult<Response> {
-    let email_key = format!("email:{}", credentials.username.trim().to_lowercase());
-    let address_key = format!("ip:{}", peer.ip());
-    let keys = [email_key.as_str(), address_key.as_str()];
-    if let Some(wait) = state.login_throttle.blocked(&keys, Instant::now()) {
-        let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+    let account = credentials.username.trim().to_lowercase();
+    // Failures count per (account, address) and per address: an attacker elsewhere cannot
+    // lock the owner out, and one address cannot spray passwords over many accounts.
+    let pair = client.key_with(&account);
+    let address = client.key();
+    let (pair_wait, address_wait) = tokio::join!(
+        state.limits.failed_logins.blocked(pair),
+        state.limits.failed_logins_by_address.blocked(address),
+    );
+    if let Some(wait) = pair_wait.max(address_wait) {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "Too many failed login attempts, please try later",
         )
-        .with_header(header::RETRY_AFTER, HeaderValue::from(seconds)));
+        .with_header(
+            header::RETRY_AFTER,
+            HeaderValue::from(retry_after_secs(wait)),
+        ));
     }
-    let account = users::credentials(&state.db, &email_key["email:".len()..]).await?;
+    let account = users::credentials(&state.db, &account).await?;
     let (user_id, stored) = match account {
         Some((id, hash)) => (Some(id), Some(hash)),
         None => (None, None),
@@ -100,13 +103,15 @@ pub async fn token(
             ApiError::internal()
         })?;
     let Some(user_id) = user_id.filter(|_| verified) else {
-        state.login_throttle.record_failure(&keys, Instant::now());
+        tokio::join!(
+            state.limits.failed_logins.count(pair),
+            state.limits.failed_logins_by_address.count(address),
+        );
         return Err(ApiError::unauthorized("Incorrect email or password", false));
     };
-    // A success clears both counters: the limit is on failures in a row, so clients that
-    // mostly log in correctly behind one address (a proxy, a test suite) are not locked out.
-    state.login_throttle.forget(&email_key);
-    state.login_throttle.forget(&address_key);
+    // A success clears only its own (account, address) count: the address's count stays, so
+    // logging in to one's own account does not reset a spraying budget.
+    state.limits.failed_logins.clear(pair).await;
     let access_token = state.tokens.issue(user_id).map_err(|error| {
         tracing::error!(%error, "signing a token failed");
         ApiError::internal()

@@ -109,7 +109,7 @@ pub async fn api_data(State(state): State<AppState>, headers: HeaderMap) -> ApiR
             .with_headers(limits::headers(spec, &untouched)));
     };
     let client = String::from_utf8_lossy(client.as_bytes());
-    let decision = state.limiter.check(&client).await;
+    let decision = state.limits.data.check(&client).await;
     let limit_headers = limits::headers(spec, &decision);
     if !decision.allowed {
         return Err(ApiError::new(

@@ -1,6 +1,7 @@
 //! The HTTP layer: the router (resource routers merged), its layers, and the fallbacks.
 
 pub mod auth;
+pub mod client;
 pub mod conditional;
 pub mod deadline;
 pub mod error;
@@ -10,6 +11,7 @@ pub mod idempotency;
 pub mod items;
 pub mod jobs;
 pub mod limited;
+pub mod linger;
 pub mod middleware;
 pub mod openapi;
 pub mod ops;

@@ -3,25 +3,29 @@
 //! header-read deadline and a bounded header buffer (larger headers are answered 431),
 //! and shutdown stops accepting, then lets open connections finish. Every connection's
 //! bytes pass the head guard (`head_guard`: framing and deadline) on their way to hyper.
+//! At most `max_connections` are open at once (more wait in the listen queue), and a
+//! connection closed while its client is still sending lingers (`linger`).
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::Request;
+use axum::http::{Method, Request};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
 use super::HttpService;
-use super::auth::TOKEN_PATH;
 use super::head_guard::HeadGuard;
+use super::linger::Lingering;
 
 /// The most header bytes read for one request (hyper answers 431 past it).
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -32,6 +36,7 @@ pub async fn serve(
     listener: TcpListener,
     service: HttpService,
     header_timeout: Duration,
+    max_connections: usize,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut builder = Builder::new(TokioExecutor::new());
@@ -47,7 +52,13 @@ pub async fn serve(
         .max_header_list_size(MAX_HEADER_BYTES as u32);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
+    let slots = Arc::new(Semaphore::new(max_connections));
     loop {
+        // A slot first: at the cap, new connections wait in the kernel's listen queue.
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => slot.expect("the semaphore is never closed"),
+            _ = &mut shutdown => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -65,8 +76,8 @@ pub async fn serve(
             .clone()
             .map_request(move |mut request: Request<Incoming>| {
                 // An extension is an allocation and a hashed insert on every request; only
-                // the login route reads the peer (its throttle).
-                if request.uri().path() == TOKEN_PATH {
+                // routes that change state read the peer (the throttles: `http::client`).
+                if request.method() == Method::POST {
                     request
                         .extensions_mut()
                         .insert(ConnectInfo::<SocketAddr>(peer));
@@ -75,7 +86,7 @@ pub async fn serve(
             });
         let connection = builder
             .serve_connection(
-                TokioIo::new(HeadGuard::new(stream, header_timeout)),
+                TokioIo::new(HeadGuard::new(Lingering::new(stream, slot), header_timeout)),
                 TowerToHyperService::new(service),
             )
             .into_owned();

@@ -2,17 +2,19 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::client::ClientAddress;
 use super::error::{ApiError, ApiResult, ProblemBody, ValidationProblemBody};
 use super::extract::{Body, IdPath};
 use crate::auth::{AuthUser, password};
 use crate::domain::user::{NewUser, Role};
+use crate::limits::throttle::retry_after_secs;
 use crate::state::AppState;
 use crate::store::users::{self, Deletion, Registration, User};
 
@@ -58,11 +60,24 @@ pub struct Deleted {
         (status = 413, description = "The body is too large", body = ProblemBody, content_type = "application/problem+json"),
         (status = 415, description = "The body is not JSON", body = ProblemBody, content_type = "application/problem+json"),
         (status = 422, description = "A field is missing or invalid", body = ValidationProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Too many registrations from this address", body = ProblemBody, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ))]
 pub async fn register(
     State(state): State<AppState>,
+    client: ClientAddress,
     Body(new_user): Body<NewUser>,
 ) -> ApiResult<Response> {
+    if let Some(wait) = state.limits.registrations.count(client.key()).await {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many registrations from this address, please try later",
+        )
+        .with_header(
+            header::RETRY_AFTER,
+            HeaderValue::from(retry_after_secs(wait)),
+        ));
+    }
     let hash = password::hash(&new_user.password).await.map_err(|error| {
         tracing::error!(%error, "hashing a password failed");
         ApiError::internal()

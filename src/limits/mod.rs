@@ -1,10 +1,14 @@
-//! Rate limiting: one trait, an in-process GCRA limiter (governor) and, for many processes,
-//! a Redis one. Every answer of a limited route carries the draft-ietf-httpapi-ratelimit-headers.
+//! Rate limiting and throttles. The rate limiter of `GET /api/data` is one trait with an
+//! in-process GCRA limiter (governor) and, for many processes, a Redis one; every answer of a
+//! limited route carries the draft-ietf-httpapi-ratelimit-headers. The throttles (failed
+//! logins, registrations) count events in fixed windows (`throttle`). With Redis, all of them
+//! share one connection and every process counts against one budget.
 
 pub mod key;
 pub mod memory;
 pub mod outage;
 pub mod redis;
+pub mod throttle;
 
 use std::sync::Arc;
 
@@ -12,6 +16,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use futures::future::BoxFuture;
 
 use crate::config::{RateLimitSpec, Settings};
+use throttle::Throttle;
 
 /// The outcome of one request against a client's limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,15 +38,54 @@ pub trait RateLimiter: Send + Sync {
 
 pub type SharedLimiter = Arc<dyn RateLimiter>;
 
-/// The limiter the settings ask for: shared through Redis when `redis_url` is set, else in
-/// this process. Redis being down at start is not an error (see [`redis::RedisLimiter`]).
-pub async fn from_settings(settings: &Settings) -> anyhow::Result<SharedLimiter> {
-    Ok(match &settings.redis_url {
-        Some(url) => Arc::new(
-            redis::RedisLimiter::connect(url, &settings.redis_prefix, settings.rate_limit).await?,
-        ),
-        None => Arc::new(memory::InProcessLimiter::new(settings.rate_limit)),
-    })
+/// Every limit of the service, built from the settings.
+pub struct Limits {
+    /// `GET /api/data`, per `client`.
+    pub data: SharedLimiter,
+    /// Failed logins per (account, client address).
+    pub failed_logins: Throttle,
+    /// Failed logins per client address, whatever the account.
+    pub failed_logins_by_address: Throttle,
+    /// Registrations per client address.
+    pub registrations: Throttle,
+}
+
+impl Limits {
+    /// Shared through Redis when `redis_url` is set, else in this process. Redis being down
+    /// at start is not an error (see [`redis::Connection::open`]).
+    pub async fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
+        let connection = match &settings.redis_url {
+            Some(url) => Some(redis::Connection::open(url).await?),
+            None => None,
+        };
+        let prefix = &settings.redis_prefix;
+        let data: SharedLimiter = match &connection {
+            Some(connection) => Arc::new(redis::RedisLimiter::with_connection(
+                Arc::clone(connection),
+                prefix,
+                settings.rate_limit,
+            )),
+            None => Arc::new(memory::InProcessLimiter::new(settings.rate_limit)),
+        };
+        let throttle = |name, spec| match &connection {
+            Some(connection) => Throttle::shared(name, spec, Arc::clone(connection), prefix),
+            None => Throttle::local(name, spec),
+        };
+        Ok(Limits {
+            data,
+            failed_logins: throttle("login", settings.login_limit),
+            failed_logins_by_address: throttle("login-address", settings.login_address_limit),
+            registrations: throttle("registration", settings.registration_limit),
+        })
+    }
+
+    /// Forgets state that no longer limits anyone, so memory stays bounded.
+    pub fn evict_stale(&self) {
+        self.data.evict_stale();
+        self.failed_logins.evict_stale();
+        self.failed_logins_by_address.evict_stale();
+        self.registrations.evict_stale();
+    }
 }
 
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");

@@ -17,7 +17,7 @@ use super::{Decision, RateLimiter, ceil_secs};
 use crate::config::RateLimitSpec;
 
 /// The longest a request waits for Redis before the in-process limiter decides.
-const CALL_TIMEOUT: Duration = Duration::from_millis(250);
+pub(super) const CALL_TIMEOUT: Duration = Duration::from_millis(250);
 /// The longest one connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -49,24 +49,23 @@ impl RedisLimiter {
     /// Tries to connect once, briefly; if Redis is not there yet larder starts anyway, answers
     /// from the in-process limiter, and connects on a later request.
     pub async fn connect(url: &str, prefix: &str, spec: RateLimitSpec) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url)?;
-        let connection = Arc::new(Connection {
-            client,
-            manager: OnceLock::new(),
-            connecting: AtomicBool::new(false),
-        });
-        let limiter = RedisLimiter {
+        Ok(Self::with_connection(
+            Connection::open(url).await?,
+            prefix,
+            spec,
+        ))
+    }
+
+    /// A limiter on a connection it shares with the throttles.
+    pub fn with_connection(connection: Arc<Connection>, prefix: &str, spec: RateLimitSpec) -> Self {
+        RedisLimiter {
             spec,
             prefix: prefix.to_string(),
             script: redis::Script::new(include_str!("gcra.lua")),
             connection,
             fallback: InProcessLimiter::new(spec),
             outage: Outage::default(),
-        };
-        if let Err(error) = limiter.connection.attempt().await {
-            limiter.outage.failed(&error);
         }
-        Ok(limiter)
     }
 
     /// Whether a connection to Redis has been made (it may have broken since).
@@ -133,14 +132,29 @@ impl RateLimiter for RedisLimiter {
     }
 }
 
-/// The connection, made at most once; afterwards the manager reconnects by itself.
-struct Connection {
+/// The connection, made at most once; afterwards the manager reconnects by itself. One per
+/// process, shared by the rate limiter and the throttles.
+pub struct Connection {
     client: redis::Client,
     manager: OnceLock<ConnectionManager>,
     connecting: AtomicBool,
 }
 
 impl Connection {
+    /// Tries to connect once, briefly; if Redis is not there yet, later calls connect in the
+    /// background and the in-process state answers meanwhile.
+    pub async fn open(url: &str) -> anyhow::Result<Arc<Self>> {
+        let connection = Arc::new(Connection {
+            client: redis::Client::open(url)?,
+            manager: OnceLock::new(),
+            connecting: AtomicBool::new(false),
+        });
+        if let Err(error) = connection.attempt().await {
+            tracing::warn!(%error, "Redis cannot answer yet: limits are counted in this process until it does");
+        }
+        Ok(connection)
+    }
+
     async fn attempt(&self) -> Result<(), redis::RedisError> {
         // Few retries, short timeouts: a request never waits for them (it falls back first),
         // and the cool-off decides when Redis is tried again.
@@ -164,7 +178,7 @@ impl Connection {
 
     /// The manager if connected; otherwise starts one attempt in the background (unless one
     /// is under way) so this request is not held up by it.
-    fn manager(self: &Arc<Self>) -> Option<ConnectionManager> {
+    pub(super) fn manager(self: &Arc<Self>) -> Option<ConnectionManager> {
         if let Some(manager) = self.manager.get() {
             return Some(manager.clone());
         }

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use crate::helpers::{Backend, TestApp, assert_problem, fresh_postgres_database, postgres_url};
 use crate::process::{BINARY, free_port, wait_until_serving};
 
-const SECRET: &str = "durability-test-secret-0123456789abcdef";
+const SECRET: &str = "durability-test-secret-0plum-kettle-429abcdef";
 
 fn start(database: &str, port: u16) -> Child {
     Command::new(BINARY)
@@ -34,13 +34,13 @@ async fn token(client: &reqwest::Client, base: &str) -> String {
     let email = "durable@example.com";
     let _ = client
         .post(format!("{base}/users"))
-        .json(&json!({"email": email, "password": "12345678"}))
+        .json(&json!({"email": email, "password": "plum-kettle-42"}))
         .send()
         .await
         .unwrap();
     let body: Value = client
         .post(format!("{base}/auth/token"))
-        .form(&[("username", email), ("password", "12345678")])
+        .form(&[("username", email), ("password", "plum-kettle-42")])
         .send()
         .await
         .unwrap()

@@ -142,7 +142,7 @@ async fn wrong_media_type_is_415(backend: Backend) {
     let response = app
         .post("/users")
         .header("content-type", "text/plain")
-        .body(r#"{"email":"a@b.co","password":"12345678"}"#)
+        .body(r#"{"email":"a@b.co","password":"plum-kettle-42"}"#)
         .send()
         .await
         .unwrap();
@@ -150,7 +150,7 @@ async fn wrong_media_type_is_415(backend: Backend) {
     // A form is fine for the token endpoint only.
     let response = app
         .post("/users")
-        .form(&[("email", "a@b.co"), ("password", "12345678")])
+        .form(&[("email", "a@b.co"), ("password", "plum-kettle-42")])
         .send()
         .await
         .unwrap();
@@ -186,7 +186,7 @@ async fn bodies_over_the_limit_are_413(backend: Backend) {
     // Nothing was created.
     let response = app
         .post("/users")
-        .json(&json!({"email": "a@b.co", "password": "12345678"}))
+        .json(&json!({"email": "a@b.co", "password": "plum-kettle-42"}))
         .send()
         .await
         .unwrap();

@@ -128,6 +128,13 @@ pub struct TestUser {
     pub token: String,
 }
 
+/// What every test server starts with: the test hooks, and registrations unthrottled (tests
+/// register many users from one address; the throttle's own tests set it low).
+fn test_defaults(settings: &mut Settings) {
+    settings.test_hooks = true;
+    settings.registration_limit = "100000/1h".parse().unwrap();
+}
+
 static USER_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 impl TestApp {
@@ -146,7 +153,7 @@ impl TestApp {
             Backend::Postgres => DatabaseUrl::Postgres(fresh_postgres_database().await),
         };
         let mut settings = Settings::for_database(database_url.clone());
-        settings.test_hooks = true;
+        test_defaults(&mut settings);
         configure(&mut settings);
         TestApp::start(settings, backend, dir).await
     }
@@ -163,7 +170,7 @@ impl TestApp {
             Backend::Postgres => DatabaseUrl::Postgres(url),
         };
         let mut settings = Settings::for_database(database_url);
-        settings.test_hooks = true;
+        test_defaults(&mut settings);
         configure(&mut settings);
         TestApp::start(settings, backend, dir).await
     }
@@ -200,7 +207,7 @@ impl TestApp {
         self.shutdown().await;
         self.owns_database = false;
         let mut settings = Settings::for_database(self.database_url.clone());
-        settings.test_hooks = true;
+        test_defaults(&mut settings);
         configure(&mut settings);
         let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap());
         TestApp::start(settings, self.backend, dir).await
@@ -273,7 +280,7 @@ impl TestApp {
     pub async fn admin(&self) -> TestUser {
         let user = self.user().await;
         let email = larder::domain::user::Email::parse(&user.email).unwrap();
-        let password = larder::domain::user::Password::parse(&user.password).unwrap();
+        let password = larder::domain::user::Password::parse(&user.password, Some(&email)).unwrap();
         let hash = larder::auth::password::hash(&password).await.unwrap();
         larder::store::users::upsert_admin(&self.state.db, &email, Some(&hash))
             .await

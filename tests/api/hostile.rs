@@ -16,6 +16,8 @@ both_backends!(
     length_with_encoding_is_400_and_closes,
     idle_keep_alive_is_closed_but_slow_handlers_are_not,
     invalid_utf8_and_nul_bytes_are_4xx,
+    a_client_that_sends_its_whole_body_first_still_reads_the_413,
+    connections_past_the_cap_wait_for_a_free_slot,
 );
 
 async fn connect(app: &TestApp) -> TcpStream {
@@ -209,4 +211,71 @@ async fn invalid_utf8_and_nul_bytes_are_4xx(backend: Backend) {
     assert_eq!(response.status(), 422);
     let response = app.get("/items?cursor=%ff%fe").send().await.unwrap();
     assert!(response.status().is_client_error());
+}
+
+/// Python's urllib and requests send a whole body before they read: the 413 (answered before
+/// the body is read) must still reach them, not a reset (lingering close).
+async fn a_client_that_sends_its_whole_body_first_still_reads_the_413(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let user = app.user().await;
+    for megabytes in [2usize, 8, 32] {
+        let body = vec![b'x'; megabytes << 20];
+        let mut stream = connect(&app).await;
+        let head = format!(
+            "POST /items HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            user.token,
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream
+            .write_all(&body)
+            .await
+            .unwrap_or_else(|error| panic!("{megabytes} MB: the body could not be sent: {error}"));
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+            .await
+            .expect("the server closes after answering")
+            .unwrap_or_else(|error| panic!("{megabytes} MB: reading the answer failed: {error}"));
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 413"),
+            "{megabytes} MB: {answer}"
+        );
+        assert!(
+            answer.contains("content-type: application/problem+json"),
+            "{answer}"
+        );
+        assert!(answer.contains(r#""status":413"#), "{answer}");
+    }
+    // The server is unharmed.
+    let response = app.get("/healthz").send().await.unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+}
+
+async fn connections_past_the_cap_wait_for_a_free_slot(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |settings| settings.max_connections = Some(2)).await;
+    const REQUEST: &[u8] = b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n";
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut stream = connect(&app).await;
+        stream.write_all(REQUEST).await.unwrap();
+        let mut buffer = vec![0u8; 4096];
+        let read = stream.read(&mut buffer).await.unwrap();
+        assert!(buffer[..read].starts_with(b"HTTP/1.1 200"));
+        open.push(stream);
+    }
+    // Both slots are held by idle keep-alive connections: a third waits, unanswered.
+    let mut third = connect(&app).await;
+    third.write_all(REQUEST).await.unwrap();
+    let mut buffer = vec![0u8; 4096];
+    let early = tokio::time::timeout(Duration::from_millis(700), third.read(&mut buffer)).await;
+    assert!(early.is_err(), "answered past the cap: {early:?}");
+    // One closes, and the waiting one is served.
+    drop(open.pop());
+    let read = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buffer))
+        .await
+        .expect("served once a slot is free")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buffer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }

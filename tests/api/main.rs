@@ -14,3 +14,4 @@ mod limits;
 mod openapi;
 mod process;
 mod storage;
+mod throttles;

@@ -34,11 +34,14 @@ pub async fn wait_until_serving(base: &str) {
 
 #[test]
 fn invalid_settings_stop_the_start_with_one_line_and_exit_code_2() {
-    let cases: [(&str, &str); 4] = [
+    let cases: [(&str, &str); 7] = [
         ("LARDER_BIND", "not-an-address"),
         ("LARDER_RATE_LIMIT", "lots"),
         ("LARDER_DATABASE_URL", "mysql://nope"),
         ("LARDER_POOL_SIZE", "0"),
+        ("LARDER_TRUSTED_PROXIES", "10.0.0.0/99"),
+        ("LARDER_LOGIN_LIMIT", "0/5m"),
+        ("LARDER_MAX_CONNECTIONS", "0"),
     ];
     for (name, value) in cases {
         let output = Command::new(BINARY)
@@ -59,6 +62,30 @@ fn invalid_settings_stop_the_start_with_one_line_and_exit_code_2() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("LARDER_JWT_SECRET"));
+    // The password policy holds for the admin made at start, before anything is opened.
+    for (password, reason) in [
+        ("password1", "too common"),
+        ("root-is-my-name", "before the @"),
+        ("short", "at least 8"),
+    ] {
+        let output = Command::new(BINARY)
+            .arg("serve")
+            .env(
+                "LARDER_DATABASE_URL",
+                "sqlite:///nonexistent-dir/never-created.db",
+            )
+            .env("LARDER_ADMIN_EMAIL", "root@example.com")
+            .env("LARDER_ADMIN_PASSWORD", password)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{password}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("LARDER_ADMIN_PASSWORD") && stderr.contains(reason),
+            "{stderr}"
+        );
+    }
     let output = Command::new(BINARY)
         .args(["serve", "--help"])
         .output()
@@ -75,9 +102,50 @@ fn invalid_settings_stop_the_start_with_one_line_and_exit_code_2() {
         "LARDER_POOL_SIZE",
         "LARDER_SQLITE_SYNC",
         "LARDER_RATE_LIMIT",
+        "LARDER_LOGIN_LIMIT",
+        "LARDER_LOGIN_ADDRESS_LIMIT",
+        "LARDER_REGISTRATION_LIMIT",
+        "LARDER_TRUSTED_PROXIES",
+        "LARDER_MAX_CONNECTIONS",
     ] {
         assert!(help.contains(variable), "{variable} missing from --help");
     }
+}
+
+#[test]
+fn admin_create_refuses_a_weak_password_with_one_line_and_exit_code_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("larder.db");
+    for password in ["12345678", "qwertyuiop", "my name is Root!"] {
+        let mut admin = Command::new(BINARY)
+            .args([
+                "admin",
+                "create",
+                "--email",
+                "root@example.com",
+                "--password-stdin",
+            ])
+            .env(
+                "LARDER_DATABASE_URL",
+                format!("sqlite://{}", database.display()),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = admin.stdin.take().unwrap();
+        writeln!(stdin, "{password}").unwrap();
+        drop(stdin);
+        let output = admin.wait_with_output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{password}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.starts_with("larder: password:"), "{stderr}");
+        assert!(output.stdout.is_empty());
+    }
+    // Refused before the database was touched.
+    assert!(!database.exists());
 }
 
 #[tokio::test]

@@ -156,7 +156,7 @@ impl Drop for Mounted {
     }
 }
 
-const SECRET: &str = "storage-fault-test-secret-0123456789abcdef";
+const SECRET: &str = "storage-fault-test-secret-0plum-kettle-429abcdef";
 
 fn settings(workers: usize) -> impl FnOnce(&mut larder::config::Settings) {
     move |settings| {
