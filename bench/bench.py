@@ -31,7 +31,7 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 LUA_DIR = BENCH_DIR / "lua"
 EMAIL = "bench@example.com"
-PASSWORD = "bench-password-1"
+PASSWORD = "plum-kettle-seventeen"
 SEED_ITEMS = 10_000
 
 

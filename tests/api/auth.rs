@@ -779,7 +779,8 @@ async fn setting_a_password_ends_the_tokens_issued_before(backend: Backend) {
     // Token times are whole seconds: the change comes in a later second than the token.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let email = larder::domain::user::Email::parse(&user.email).unwrap();
-    let password = larder::domain::user::Password::parse("a brand new passphrase", Some(&email)).unwrap();
+    let password =
+        larder::domain::user::Password::parse("a brand new passphrase", Some(&email)).unwrap();
     let hash = larder::auth::password::hash(&password).await.unwrap();
     larder::store::users::upsert_admin(&app.state.db, &email, Some(&hash))
         .await
