@@ -18,8 +18,8 @@ use crate::auth::password;
 use crate::auth::token::Tokens;
 use crate::config::{AdminCommand, AdminCreate, Cli, Command, DatabaseUrl, Settings};
 use crate::domain::user::{Email, Password};
+use crate::http::state::{AppContext, AppState};
 use crate::limits::Limits;
-use crate::state::{AppContext, AppState};
 use crate::store::{self, Db};
 
 /// The process entry point: parse the command line, then serve or run an admin command.
@@ -217,6 +217,13 @@ fn read_or_create_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
     }
 }
 
+/// What an embedding program adds to larder: routes beside the API, and job kinds.
+#[derive(Default)]
+pub struct Extensions {
+    pub routes: crate::http::ExtraRoutes,
+    pub kinds: crate::jobs::Kinds,
+}
+
 /// A built server: bound to its port, state ready, background tasks running.
 pub struct Application {
     listener: TcpListener,
@@ -229,6 +236,12 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with(settings, Extensions::default()).await
+    }
+
+    /// [`build`](Self::build), with routes and job kinds of the embedding program's (the
+    /// tests inject their fault hooks this way; the release binary has none).
+    pub async fn build_with(settings: Settings, extensions: Extensions) -> anyhow::Result<Self> {
         // Install the recorder before the first request is counted.
         crate::telemetry::metrics();
         let db = Db::connect(&settings.database).await.with_context(|| {
@@ -261,12 +274,15 @@ impl Application {
             db,
             tokens,
             limits,
-            jobs: crate::jobs::Queue::default(),
+            jobs: crate::jobs::Queue {
+                kinds: extensions.kinds,
+                ..Default::default()
+            },
         });
         let stop = CancellationToken::new();
         let mut background = vec![tokio::spawn(housekeeping(state.clone(), stop.clone()))];
         background.extend(start_jobs(&state, &stop));
-        let service = crate::http::service(state.clone());
+        let service = crate::http::service(state.clone(), extensions.routes);
         Ok(Application {
             listener,
             service,
@@ -336,7 +352,7 @@ fn start_jobs(state: &AppState, stop: &CancellationToken) -> Vec<JoinHandle<()>>
         db: state.db.clone(),
         wake: state.jobs.wake.clone(),
         lease: Duration::from_secs(state.settings.job_lease),
-        test_hooks: state.settings.test_hooks,
+        kinds: state.jobs.kinds.clone(),
     };
     let mut tasks = worker::spawn_workers(config, state.settings.workers, stop.clone());
     if let Db::Postgres(postgres) = &state.db

@@ -159,9 +159,6 @@ pub struct Settings {
     /// Seconds a worker holds a job before another process may take it over.
     #[arg(long, env = "LARDER_JOB_LEASE", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub job_lease: u64,
-    /// Enable routes and job kinds that exist only for tests (panics on purpose).
-    #[arg(long, env = "LARDER_TEST_HOOKS", hide = true)]
-    pub test_hooks: bool,
 }
 
 impl Settings {

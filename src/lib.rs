@@ -7,6 +7,5 @@ pub mod domain;
 pub mod http;
 pub mod jobs;
 pub mod limits;
-pub mod state;
 pub mod store;
 pub mod telemetry;

@@ -1,7 +1,4 @@
-//! Authentication: password hashing, bearer tokens, the `AuthUser` extractor, login throttling.
+//! Authentication without HTTP: password hashing (Argon2id) and bearer tokens (HS256).
 
-pub mod extract;
 pub mod password;
 pub mod token;
-
-pub use extract::{AuthUser, MaybeAuthUser};

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::http::error::FieldError;
+use crate::domain::error::FieldError;
 
 /// The fields of one JSON object, and the errors found while reading them.
 pub struct Fields<'a> {
@@ -12,7 +12,7 @@ pub struct Fields<'a> {
 }
 
 pub fn error(field: &str, kind: &str, msg: impl Into<String>) -> FieldError {
-    FieldError::new(vec![Value::from(field)], kind, msg)
+    FieldError::new(vec![field.into()], kind, msg)
 }
 
 /// The error for a body that is JSON but not an object.

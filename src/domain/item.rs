@@ -3,7 +3,7 @@
 use serde_json::{Map, Value};
 
 use super::fields::Fields;
-use crate::http::error::FieldError;
+use crate::domain::error::FieldError;
 
 pub const NAME_MAX: usize = 200;
 pub const DESCRIPTION_MAX: usize = 2000;
@@ -164,23 +164,23 @@ mod tests {
         assert_eq!(
             kinds(json!({"name": "   ", "price": "cheap", "quantity": 1.5})),
             [
-                "\"name\":string_too_short",
-                "\"price\":float_type",
-                "\"quantity\":int_from_float"
+                "name:string_too_short",
+                "price:float_type",
+                "quantity:int_from_float"
             ]
         );
         assert_eq!(
             kinds(json!({"price": -1, "quantity": -2, "description": 5})),
             [
-                "\"name\":missing",
-                "\"description\":string_type",
-                "\"price\":greater_than_equal",
-                "\"quantity\":greater_than_equal"
+                "name:missing",
+                "description:string_type",
+                "price:greater_than_equal",
+                "quantity:greater_than_equal"
             ]
         );
         assert_eq!(
             kinds(json!({"name": "x".repeat(201), "price": 1}))[0],
-            "\"name\":string_too_long"
+            "name:string_too_long"
         );
     }
 

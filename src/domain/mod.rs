@@ -1,5 +1,6 @@
 //! Domain types: values that cannot be constructed invalid. No I/O here.
 
+pub mod error;
 pub mod fields;
 pub mod item;
 pub mod time;

@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use super::fields::{Fields, error};
-use crate::http::error::FieldError;
+use crate::domain::error::FieldError;
 
 /// An email address as the user typed it; `key()` is the case-insensitive identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,6 +246,7 @@ impl Role {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::error::Loc;
     use serde_json::json;
 
     #[test]
@@ -303,7 +304,10 @@ mod tests {
     fn new_user_reports_every_field() {
         let errors = NewUser::try_from(&json!({"email": "nope", "password": "short"})).unwrap_err();
         let locs: Vec<_> = errors.iter().map(|e| e.loc.clone()).collect();
-        assert_eq!(locs, vec![vec![json!("email")], vec![json!("password")]]);
+        assert_eq!(
+            locs,
+            vec![vec![Loc::from("email")], vec![Loc::from("password")]]
+        );
         let errors = NewUser::try_from(&json!({})).unwrap_err();
         assert!(errors.iter().all(|e| e.kind == "missing"));
         assert_eq!(errors.len(), 2);

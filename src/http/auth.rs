@@ -12,10 +12,11 @@ use utoipa_axum::routes;
 use super::client::ClientAddress;
 use super::error::{ApiError, ApiResult, ProblemBody, ValidationProblemBody};
 use super::extract::FormOrJson;
-use crate::auth::{AuthUser, password};
+use crate::auth::password;
 use crate::domain::user::Credentials;
+use crate::http::auth_user::AuthUser;
+use crate::http::state::AppState;
 use crate::limits::throttle::retry_after_secs;
-use crate::state::AppState;
 use crate::store::users;
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -12,8 +12,8 @@ use axum::http::request::Parts;
 
 use super::error::ApiError;
 use crate::config::TrustedProxies;
+use crate::http::state::AppState;
 use crate::limits::key::ClientKey;
-use crate::state::AppState;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddress(pub IpAddr);

@@ -9,7 +9,6 @@ use std::borrow::Cow;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::store::StoreError;
@@ -18,30 +17,19 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
-/// One failing field, as FastAPI reports it: `loc` starts with `body`, `query`, `path` or `header`.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
-pub struct FieldError {
-    #[schema(value_type = Vec<LocPart>, example = json!(["body", "price"]))]
-    pub loc: Vec<Value>,
-    pub msg: String,
+/// The domain's field error is what a 422 lists (`http` adds `body`/`query`/… in front).
+pub use crate::domain::error::FieldError;
+
+/// How the document shows a [`FieldError`]: FastAPI's `{loc, msg, type}`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = FieldError)]
+#[allow(dead_code)]
+pub struct FieldErrorSchema {
+    #[schema(example = json!(["body", "price"]))]
+    loc: Vec<LocPart>,
+    msg: String,
     #[serde(rename = "type")]
-    pub kind: String,
-}
-
-impl FieldError {
-    pub fn new(loc: Vec<Value>, kind: &str, msg: impl Into<String>) -> Self {
-        FieldError {
-            loc,
-            msg: msg.into(),
-            kind: kind.to_string(),
-        }
-    }
-
-    /// The same error, one level deeper (`["price"]` under `"body"` becomes `["body","price"]`).
-    pub fn under(mut self, prefix: impl Into<Value>) -> Self {
-        self.loc.insert(0, prefix.into());
-        self
-    }
+    kind: String,
 }
 
 /// One step of a `loc`: a name (`"body"`, `"price"`) or the index of a list element.
@@ -77,6 +65,7 @@ pub struct ProblemBody<'a> {
     pub instance: &'a str,
     pub request_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<FieldErrorSchema>>)]
     pub errors: Option<&'a [FieldError]>,
 }
 
@@ -93,6 +82,7 @@ pub struct ValidationProblemBody {
     pub detail: String,
     pub instance: String,
     pub request_id: String,
+    #[schema(value_type = Vec<FieldErrorSchema>)]
     pub errors: Vec<FieldError>,
 }
 
@@ -311,7 +301,7 @@ mod tests {
             "/items",
             "req-1",
         );
-        let value: Value = serde_json::from_slice(&body).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(
             value,
             serde_json::json!({

@@ -11,7 +11,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::error::{ApiError, FieldError};
-use crate::state::AppState;
+use crate::http::state::AppState;
 
 /// The media types a JSON body may be sent as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,9 +14,9 @@ use super::conditional::{has_if_match, if_match_allows, if_none_match_hits};
 use super::error::{ApiError, ApiResult, ProblemBody, ValidationProblemBody};
 use super::extract::{Body, IdPath, JsonValue, QueryParams, into_domain, query_error};
 use super::idempotency::{self as idem, Begin, MaybeIdempotencyKey};
-use crate::auth::AuthUser;
 use crate::domain::item::{ItemDraft, merge_patch};
-use crate::state::AppState;
+use crate::http::auth_user::AuthUser;
+use crate::http::state::AppState;
 use crate::store::idempotency::{KeyRef, StoredResponse};
 use crate::store::items::{self, Item, NewItem};
 

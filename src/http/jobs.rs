@@ -26,10 +26,11 @@ use super::error::{ApiError, ApiResult, FieldError, ProblemBody, ValidationProbl
 use super::extract::{UuidPath, is_json_body, missing_body, read_limited};
 use super::idempotency::{self as idem, Begin, MaybeIdempotencyKey};
 use super::items::ItemInput;
-use crate::auth::AuthUser;
 use crate::domain::fields::not_an_object;
-use crate::jobs::{IMPORT_ITEMS, MAX_ATTEMPTS, TEST_PANIC};
-use crate::state::AppState;
+use crate::http::auth_user::AuthUser;
+use crate::http::state::AppState;
+use crate::jobs::kinds::IMPORT_ITEMS;
+use crate::jobs::{Kinds, MAX_ATTEMPTS};
 use crate::store::idempotency::KeyRef;
 use crate::store::jobs::{self, Enqueued, Job, NewJob};
 
@@ -148,7 +149,7 @@ fn body_error(field: &str, kind: &str, msg: impl Into<String>) -> FieldError {
 /// Syntax errors are 400; a body that is JSON of the wrong shape is 422, every field at once.
 // `ApiError` is large for every handler alike; boxing it is a crate-wide decision.
 #[allow(clippy::result_large_err)]
-fn parse_process(bytes: &[u8], test_hooks: bool) -> ApiResult<ProcessRequest<'_>> {
+fn parse_process<'a>(bytes: &'a [u8], kinds: &Kinds) -> ApiResult<ProcessRequest<'a>> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(missing_body());
     }
@@ -175,14 +176,13 @@ fn parse_process(bytes: &[u8], test_hooks: bool) -> ApiResult<ProcessRequest<'_>
             errors.push(body_error("kind", "missing", "Field required"));
             None
         }
-        Some(Ok(Value::String(kind))) => match kind.as_str() {
-            IMPORT_ITEMS => Some(IMPORT_ITEMS),
-            TEST_PANIC if test_hooks => Some(TEST_PANIC),
-            _ => {
+        Some(Ok(Value::String(kind))) => match kinds.get(&kind) {
+            Some(job) => Some(job.kind()),
+            None => {
                 errors.push(body_error(
                     "kind",
                     "literal_error",
-                    "Input should be 'import_items'",
+                    format!("Input should be {}", kinds.expected()),
                 ));
                 None
             }
@@ -292,7 +292,7 @@ pub async fn create_job(
     request: Request,
 ) -> ApiResult<Response> {
     let bytes = read_import_body(request, state.settings.import_max_body).await?;
-    let process = parse_process(&bytes, state.settings.test_hooks)?;
+    let process = parse_process(&bytes, &state.jobs.kinds)?;
     let max_items = state.settings.import_max_items;
     if process.total as u64 > max_items {
         return Err(ApiError::new(
@@ -396,7 +396,7 @@ mod tests {
     use super::*;
 
     fn status_of(body: &str) -> StatusCode {
-        match parse_process(body.as_bytes(), false) {
+        match parse_process(body.as_bytes(), &Kinds::default()) {
             Ok(_) => StatusCode::ACCEPTED,
             Err(error) => error.status(),
         }
@@ -436,14 +436,19 @@ mod tests {
             status_of(r#"{"kind":"import_items"}"#),
             StatusCode::UNPROCESSABLE_ENTITY
         );
-        let parsed = parse_process(br#"{"kind":"import_items","items":[1, 2 ,3]}"#, false).unwrap();
+        let parsed = parse_process(
+            br#"{"kind":"import_items","items":[1, 2 ,3]}"#,
+            &Kinds::default(),
+        )
+        .unwrap();
         assert_eq!((parsed.total, parsed.items), (3, "[1, 2 ,3]"));
     }
 
     #[test]
     fn fingerprints_are_the_canonical_json_of_the_whole_body() {
-        let print =
-            |body: &[u8]| fingerprint(&parse_process(body, false).unwrap().members).unwrap();
+        let print = |body: &[u8]| {
+            fingerprint(&parse_process(body, &Kinds::default()).unwrap().members).unwrap()
+        };
         let a = br#"{"kind":"import_items","items":[{"name":"a b","price":1.5,"quantity":2}]}"#;
         let b = b"{ \"items\" : [ {\"quantity\": 2, \"name\": \"a b\", \"price\": 1.5} ],\n \"kind\": \"import_items\" }";
         let c = br#"{"kind":"import_items","items":[{"name":"ab","price":1.5,"quantity":2}]}"#;

@@ -13,8 +13,8 @@ use utoipa_axum::routes;
 use super::error::{ApiError, ApiResult, FieldError, ProblemBody, ValidationProblemBody};
 use super::extract::{JsonValue, header_error};
 use crate::domain::fields::not_an_object;
+use crate::http::state::AppState;
 use crate::limits::{self, Decision};
-use crate::state::AppState;
 use crate::store::items::{self, ItemSummary};
 
 /// The header naming the rate-limited client.

@@ -1,6 +1,7 @@
 //! The HTTP layer: the router (resource routers merged), its layers, and the fallbacks.
 
 pub mod auth;
+pub mod auth_user;
 pub mod client;
 pub mod conditional;
 pub mod deadline;
@@ -18,7 +19,7 @@ pub mod ops;
 pub mod panic_boundary;
 pub mod route_label;
 pub mod server;
-pub mod test_hooks;
+pub mod state;
 pub mod users;
 
 use std::convert::Infallible;
@@ -35,7 +36,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::state::AppState;
+use crate::http::state::AppState;
 use middleware::{RequestContext, RequestContextLayer};
 use panic_boundary::{PanicBoundary, PanicBoundaryLayer};
 use route_label::RouteLabels;
@@ -75,7 +76,15 @@ type BoxedAnswer = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + S
 /// The request-context middleware wraps the router from outside, so it also sees what the
 /// router adds last (such as the `Allow` header of a 405); it labels the metrics with the
 /// route template it matches itself (`route_label`). Nothing is layered inside the router.
-pub fn service(state: AppState) -> HttpService {
+/// Routes an embedding program (the tests) adds beside larder's own, with their templates
+/// for the metrics' route labels.
+#[derive(Default)]
+pub struct ExtraRoutes {
+    pub router: Router<AppState>,
+    pub templates: Vec<String>,
+}
+
+pub fn service(state: AppState, extra: ExtraRoutes) -> HttpService {
     let (api, openapi) = api();
     let mut templates: Vec<String> = openapi.paths.paths.keys().cloned().collect();
     templates.extend([
@@ -86,11 +95,8 @@ pub fn service(state: AppState) -> HttpService {
     ]);
     let docs = Router::from(SwaggerUi::new(DOCS_PATH).url(OPENAPI_PATH, openapi))
         .layer(axum::middleware::map_response(docs_security_headers));
-    let mut routes = api.merge(docs);
-    if state.settings.test_hooks {
-        routes = routes.merge(test_hooks::router());
-        templates.extend(test_hooks::PATHS.map(str::to_owned));
-    }
+    let routes = api.merge(docs).merge(extra.router);
+    templates.extend(extra.templates);
     let labels = Arc::new(RouteLabels::new(templates.iter().map(String::as_str)));
     let context = RequestContextLayer {
         timeout: state.settings.request_timeout(),

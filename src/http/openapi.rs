@@ -9,12 +9,12 @@ use utoipa::openapi::security::{Flow, OAuth2, Password, Scopes, SecurityScheme};
 use utoipa::openapi::{Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
-use super::error::{FieldError, ProblemBody, ValidationProblemBody};
+use super::error::{FieldErrorSchema, ProblemBody, ValidationProblemBody};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "larder", description = "An items-and-users JSON API whose every answer carries the status code the HTTP standards ask for."),
-    components(schemas(ProblemBody, ValidationProblemBody, FieldError)),
+    components(schemas(ProblemBody, ValidationProblemBody, FieldErrorSchema)),
     modifiers(&BearerScheme),
     tags(
         (name = "users"), (name = "auth"), (name = "items"), (name = "jobs"),

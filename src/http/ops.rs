@@ -10,7 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiResult};
-use crate::state::AppState;
+use crate::http::state::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
@@ -53,7 +53,7 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    crate::jobs::record_queue_metrics(&state).await;
+    crate::jobs::record_queue_metrics(&state.db).await;
     let handle = crate::telemetry::metrics();
     handle.run_upkeep();
     let mut response = handle.render().into_response();

@@ -4,28 +4,74 @@
 //! with a lease, extend it while they run, and every write they make names them, so a job
 //! whose worker died is taken up again after the lease and never completes twice.
 
-pub mod import;
+pub mod context;
+pub mod kinds;
 pub mod worker;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use tokio::sync::Notify;
 
-use crate::state::AppState;
-use crate::store;
+use crate::store::jobs::Claimed;
+use crate::store::{self, Db};
+use context::{JobContext, JobError, Outcome};
 
-/// The job kinds `POST /process` accepts.
-pub const IMPORT_ITEMS: &str = "import_items";
-/// A kind that panics on purpose; it exists only with `LARDER_TEST_HOOKS`.
-pub const TEST_PANIC: &str = "test_panic";
+/// A kind of job: the name clients give as `kind`, and how one runs. The payload is stored as
+/// the request gave it and read by `run`, a chunk at a time.
+pub trait Job: Send + Sync + 'static {
+    fn kind(&self) -> &'static str;
+    fn run<'a>(
+        &'a self,
+        job: &'a Claimed,
+        context: &'a JobContext,
+    ) -> BoxFuture<'a, Result<Outcome, JobError>>;
+}
+
+/// The kinds this process accepts and runs: larder's own, plus any the embedding program
+/// (the tests) adds through the app builder.
+#[derive(Clone)]
+pub struct Kinds(Arc<HashMap<&'static str, Arc<dyn Job>>>);
+
+impl Default for Kinds {
+    fn default() -> Self {
+        Kinds::empty().with(kinds::import_items::ImportItems)
+    }
+}
+
+impl Kinds {
+    pub fn empty() -> Self {
+        Kinds(Arc::new(HashMap::new()))
+    }
+
+    /// These kinds and `job`.
+    pub fn with(self, job: impl Job) -> Self {
+        let mut kinds = Arc::unwrap_or_clone(self.0);
+        kinds.insert(job.kind(), Arc::new(job));
+        Kinds(Arc::new(kinds))
+    }
+
+    pub fn get(&self, kind: &str) -> Option<&Arc<dyn Job>> {
+        self.0.get(kind)
+    }
+
+    /// The accepted names as `'a', 'b'`, sorted, for a validation message.
+    pub fn expected(&self) -> String {
+        let mut names: Vec<_> = self.0.keys().map(|name| format!("'{name}'")).collect();
+        names.sort();
+        names.join(" or ")
+    }
+}
 
 /// Attempts before a job is `failed`.
 pub const MAX_ATTEMPTS: i32 = 5;
 
-/// The handle handlers use to wake workers when a job is stored.
-#[derive(Debug, Clone, Default)]
+/// The handle handlers use to wake workers when a job is stored, and the kinds they accept.
+#[derive(Clone, Default)]
 pub struct Queue {
     pub wake: Arc<Notify>,
+    pub kinds: Kinds,
 }
 
 impl Queue {
@@ -38,8 +84,8 @@ impl Queue {
 const STATUSES: [&str; 4] = ["queued", "running", "succeeded", "failed"];
 
 /// Sets the queue gauges (depth, jobs by status) before `/metrics` renders.
-pub async fn record_queue_metrics(state: &AppState) {
-    let counts = match store::jobs::counts(&state.db).await {
+pub async fn record_queue_metrics(db: &Db) {
+    let counts = match store::jobs::counts(db).await {
         Ok(counts) => counts,
         Err(error) => {
             tracing::warn!(%error, "counting jobs for the metrics failed");

@@ -9,7 +9,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{IMPORT_ITEMS, TEST_PANIC};
+use super::Kinds;
+use super::context::{JobContext, JobError, Outcome};
 use sqlx::postgres::{PgListener, PgPool};
 
 use crate::store::jobs::{CHANNEL, Claimed};
@@ -21,97 +22,13 @@ const POLL: Duration = Duration::from_secs(1);
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
-/// What a running job needs: the database, who it is, its lease, and the signal to stop.
-#[derive(Clone)]
-pub struct JobContext {
-    pub db: Db,
-    pub worker: Arc<str>,
-    pub lease_ms: i64,
-    /// Cancelled at shutdown or when the lease is lost: the job stops at its next chunk.
-    pub stop: CancellationToken,
-}
-
-/// How often a job retries a write that failed for lack of storage: often, so that once
-/// space is back the job's holder commits (and extends its lease) before another worker
-/// could take the job over; a failed write costs little.
-const STORAGE_RETRY: Duration = Duration::from_millis(200);
-
-impl JobContext {
-    /// Runs one of the job's writes until it succeeds, waiting out storage faults: a full
-    /// disk or an unwritable file is not the job's fault, so it costs no attempt, and
-    /// nothing is counted done that did not commit. `None` when the job is told to stop
-    /// while it waits.
-    pub async fn persist<T, W, F>(&self, mut write: W) -> Result<Option<T>, JobError>
-    where
-        W: FnMut() -> F,
-        F: std::future::Future<Output = Result<T, StoreError>>,
-    {
-        let mut waiting = false;
-        loop {
-            match write().await {
-                Ok(value) => {
-                    if waiting {
-                        tracing::info!(worker = %self.worker, "storage is back: the job goes on");
-                    }
-                    return Ok(Some(value));
-                }
-                Err(error) if error.is_storage() => {
-                    if !waiting {
-                        tracing::warn!(worker = %self.worker, %error, "a job's write failed for lack of storage; retrying until it succeeds");
-                        waiting = true;
-                    }
-                    tokio::select! {
-                        _ = self.stop.cancelled() => return Ok(None),
-                        _ = tokio::time::sleep(STORAGE_RETRY) => {}
-                    }
-                }
-                Err(error) => return Err(JobError::store(error)),
-            }
-        }
-    }
-}
-
-/// How an attempt ended, short of an error.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Outcome {
-    Succeeded,
-    /// Stopped on request (shutdown): hand the job back.
-    Interrupted,
-    /// Another worker holds the job now: leave it alone.
-    LeaseLost,
-}
-
-/// Why an attempt failed.
-#[derive(Debug)]
-pub struct JobError {
-    pub message: String,
-    /// Retrying cannot help (the payload itself is bad).
-    pub permanent: bool,
-}
-
-impl JobError {
-    pub fn permanent(message: impl Into<String>) -> Self {
-        JobError {
-            message: message.into(),
-            permanent: true,
-        }
-    }
-
-    pub fn store(error: StoreError) -> Self {
-        JobError {
-            message: error.to_string(),
-            permanent: false,
-        }
-    }
-}
-
 /// Settings the workers share.
 #[derive(Clone)]
 pub struct WorkerConfig {
     pub db: Db,
     pub wake: Arc<Notify>,
     pub lease: Duration,
-    pub test_hooks: bool,
+    pub kinds: Kinds,
 }
 
 /// Starts `count` workers; they stop (handing back what they hold) when `stop` is cancelled.
@@ -189,11 +106,11 @@ async fn run_attempt(
         stop: job_stop.clone(),
     };
     let started = Instant::now();
-    let test_hooks = config.test_hooks;
+    let kinds = config.kinds.clone();
     let shared = Arc::new(job);
     let task = {
         let job = shared.clone();
-        tokio::spawn(async move { run_kind(&job, &context, test_hooks).await })
+        tokio::spawn(async move { run_kind(&kinds, &job, &context).await })
     };
     let outcome = heartbeat_until_done(db, &shared, worker, lease_ms, task, &job_stop).await;
     let job = &*shared;
@@ -264,15 +181,13 @@ async fn heartbeat_until_done(
     }
 }
 
-async fn run_kind(
-    job: &Claimed,
-    context: &JobContext,
-    test_hooks: bool,
-) -> Result<Outcome, JobError> {
-    match job.kind.as_str() {
-        IMPORT_ITEMS => super::import::run(job, context).await,
-        TEST_PANIC if test_hooks => panic!("a job panicked on purpose"),
-        other => Err(JobError::permanent(format!("unknown job kind {other:?}"))),
+async fn run_kind(kinds: &Kinds, job: &Claimed, context: &JobContext) -> Result<Outcome, JobError> {
+    match kinds.get(&job.kind) {
+        Some(kind) => kind.run(job, context).await,
+        None => Err(JobError::permanent(format!(
+            "unknown job kind {:?}",
+            job.kind
+        ))),
     }
 }
 

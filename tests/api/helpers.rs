@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use larder::app::Application;
 use larder::config::{DatabaseUrl, Settings};
-use larder::state::AppState;
+use larder::http::state::AppState;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -128,10 +128,9 @@ pub struct TestUser {
     pub token: String,
 }
 
-/// What every test server starts with: the test hooks, and registrations unthrottled (tests
-/// register many users from one address; the throttle's own tests set it low).
+/// What every test server starts with: registrations unthrottled (tests register many users
+/// from one address; the throttle's own tests set it low).
 fn test_defaults(settings: &mut Settings) {
-    settings.test_hooks = true;
     settings.registration_limit = "100000/1h".parse().unwrap();
 }
 
@@ -144,6 +143,14 @@ impl TestApp {
 
     /// Starts with the test defaults, adjusted by `configure`.
     pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut Settings)) -> TestApp {
+        TestApp::spawn_configured(backend, configure, crate::hooks::extensions()).await
+    }
+
+    async fn spawn_configured(
+        backend: Backend,
+        configure: impl FnOnce(&mut Settings),
+        extensions: larder::app::Extensions,
+    ) -> TestApp {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let database_url = match backend {
             Backend::Sqlite => DatabaseUrl::Sqlite(format!(
@@ -155,7 +162,7 @@ impl TestApp {
         let mut settings = Settings::for_database(database_url.clone());
         test_defaults(&mut settings);
         configure(&mut settings);
-        TestApp::start(settings, backend, dir).await
+        TestApp::start_with(settings, backend, dir, extensions).await
     }
 
     /// Starts on a database the test prepared (e.g. reached through a proxy it controls).
@@ -175,9 +182,28 @@ impl TestApp {
         TestApp::start(settings, backend, dir).await
     }
 
+    /// Starts as the release binary would: without the test hooks.
+    pub async fn spawn_without_hooks(
+        backend: Backend,
+        configure: impl FnOnce(&mut Settings),
+    ) -> TestApp {
+        TestApp::spawn_configured(backend, configure, larder::app::Extensions::default()).await
+    }
+
     async fn start(settings: Settings, backend: Backend, dir: tempfile::TempDir) -> TestApp {
+        TestApp::start_with(settings, backend, dir, crate::hooks::extensions()).await
+    }
+
+    async fn start_with(
+        settings: Settings,
+        backend: Backend,
+        dir: tempfile::TempDir,
+        hooks: larder::app::Extensions,
+    ) -> TestApp {
         let database_url = settings.database.database_url.clone();
-        let app = Application::build(settings).await.expect("larder builds");
+        let app = Application::build_with(settings, hooks)
+            .await
+            .expect("larder builds");
         let address = format!("http://{}", app.address());
         let state = app.state();
         let (stop, stopped) = oneshot::channel::<()>();

@@ -138,11 +138,7 @@ async fn length_with_encoding_is_400_and_closes(backend: Backend) {
 }
 
 async fn idle_keep_alive_is_closed_but_slow_handlers_are_not(backend: Backend) {
-    let app = TestApp::spawn_with(backend, |settings| {
-        settings.header_timeout = 1;
-        settings.test_hooks = true;
-    })
-    .await;
+    let app = TestApp::spawn_with(backend, |settings| settings.header_timeout = 1).await;
     // A handler that takes longer than the head deadline is answered in full.
     let mut stream = connect(&app).await;
     stream

@@ -2,6 +2,7 @@
 //! database and talks HTTP to it, once on SQLite and once on PostgreSQL.
 
 mod helpers;
+mod hooks;
 
 mod auth;
 mod cache;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_larder");
 
@@ -181,7 +182,6 @@ async fn admin_create_reads_the_password_from_stdin_and_sigterm_finishes_in_flig
         .arg("serve")
         .env("LARDER_BIND", format!("127.0.0.1:{port}"))
         .env("LARDER_DATABASE_URL", &database)
-        .env("LARDER_TEST_HOOKS", "true")
         .env("LARDER_LOG_FORMAT", "json")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -214,26 +214,35 @@ async fn admin_create_reads_the_password_from_stdin_and_sigterm_finishes_in_flig
     assert_eq!(me["role"], "admin");
 
     // A request in flight when SIGTERM arrives still gets its answer; then the process exits 0.
-    let slow = tokio::spawn({
-        let client = client.clone();
-        let url = format!("{base}/__test/sleep?ms=1500");
-        async move {
-            client
-                .get(url)
-                .header("x-request-id", "in-flight-1")
-                .send()
-                .await
-        }
-    });
+    // In flight for real: its body arrives half before the signal, half a second after it.
+    let body = br#"{"name":"sent across a shutdown","price":1.5}"#;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /items HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\
+         x-request-id: in-flight-1\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..10]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let status = Command::new("kill")
         .args(["-TERM", &server.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let response = slow.await.unwrap().unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.text().await.unwrap(), "slept");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stream.write_all(&body[10..]).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("answered before the process exits")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    assert!(answer.contains("sent across a shutdown"), "{answer}");
     let exit = tokio::task::spawn_blocking(move || {
         let status = server.wait().unwrap();
         let mut logs = String::new();
@@ -250,10 +259,10 @@ async fn admin_create_reads_the_password_from_stdin_and_sigterm_finishes_in_flig
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
         .find(|line| line["request_id"] == "in-flight-1")
         .expect("an access log line for the in-flight request");
-    assert_eq!(line["method"], "GET");
-    assert_eq!(line["path"], "/__test/sleep");
-    assert_eq!(line["status"], 200);
-    assert!(line["latency_ms"].as_f64().unwrap() >= 1000.0);
+    assert_eq!(line["method"], "POST");
+    assert_eq!(line["path"], "/items");
+    assert_eq!(line["status"], 201);
+    assert!(line["latency_ms"].as_f64().unwrap() >= 900.0);
     // After a restart the old token still works: the secret is kept beside the database.
     assert!(dir.path().join("larder.db.jwt-secret").exists());
 }

@@ -7,14 +7,16 @@
 
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use serde::Serialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::worker::{JobContext, JobError, Outcome};
+use crate::domain::error::FieldError;
 use crate::domain::fields::not_an_object;
 use crate::domain::item::ItemDraft;
-use crate::http::error::FieldError;
+use crate::jobs::Job;
+use crate::jobs::context::{JobContext, JobError, Outcome};
 use crate::store;
 use crate::store::jobs::{Chunk, Claimed, ImportRow, Rejection};
 
@@ -53,7 +55,24 @@ fn parse_row(row: &RawValue) -> Result<ItemDraft, Vec<FieldError>> {
     }
 }
 
-pub async fn run(job: &Claimed, context: &JobContext) -> Result<Outcome, JobError> {
+/// The `import_items` kind.
+pub struct ImportItems;
+
+impl Job for ImportItems {
+    fn kind(&self) -> &'static str {
+        super::IMPORT_ITEMS
+    }
+
+    fn run<'a>(
+        &'a self,
+        job: &'a Claimed,
+        context: &'a JobContext,
+    ) -> BoxFuture<'a, Result<Outcome, JobError>> {
+        Box::pin(run(job, context))
+    }
+}
+
+async fn run(job: &Claimed, context: &JobContext) -> Result<Outcome, JobError> {
     let rows: Vec<&RawValue> = serde_json::from_str(&job.payload)
         .map_err(|e| JobError::permanent(format!("the stored payload is not a JSON array: {e}")))?;
     let total = rows.len() as i64;

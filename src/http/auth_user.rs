@@ -6,7 +6,7 @@ use axum::http::request::Parts;
 
 use crate::domain::user::Role;
 use crate::http::error::ApiError;
-use crate::state::AppState;
+use crate::http::state::AppState;
 use crate::store::users::{self, User};
 
 /// The caller, proven by a valid bearer token naming a user that still exists.
