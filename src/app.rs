@@ -314,7 +314,7 @@ impl Application {
         let header_timeout = Duration::from_secs(self.state.settings.header_timeout);
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let max_connections = self.state.settings.max_connections();
-        let server = crate::http::server::serve(
+        let server = crate::server::serve(
             self.listener,
             self.service,
             header_timeout,

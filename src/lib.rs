@@ -7,5 +7,6 @@ pub mod domain;
 pub mod http;
 pub mod jobs;
 pub mod limits;
+pub mod server;
 pub mod store;
 pub mod telemetry;

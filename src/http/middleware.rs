@@ -19,7 +19,6 @@ use tower::{Layer, Service};
 
 use super::deadline::{Deadline, Expired};
 use super::error::{ApiError, PROBLEM_JSON, Problem, problem_for_status, render_problem};
-use super::head_guard::{FRAMING_ERROR_HEADER, framing_error_detail};
 use super::route_label::RouteLabels;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -29,7 +28,6 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(Debug, Default)]
 struct ContextHeaders<'a> {
     request_id: Option<&'a HeaderValue>,
-    framing_error: Option<&'a HeaderValue>,
     authenticated: bool,
 }
 
@@ -41,8 +39,6 @@ impl<'a> ContextHeaders<'a> {
                 seen.authenticated = true;
             } else if name == REQUEST_ID {
                 seen.request_id.get_or_insert(value);
-            } else if name == FRAMING_ERROR_HEADER {
-                seen.framing_error.get_or_insert(value);
             }
         }
         seen
@@ -199,39 +195,17 @@ where
             route: self.labels.label(request.uri().path()),
             authenticated: seen.authenticated,
         };
-        let state = match seen.framing_error {
-            Some(reason) => State::Refused {
-                answer: Some(ambiguous_framing(reason).into_response()),
-            },
-            None => State::Running {
-                handler: Deadline::new(self.inner.call(request), started.at + self.timeout),
-            },
-        };
         RequestContextFuture {
-            state,
+            handler: Deadline::new(self.inner.call(request), started.at + self.timeout),
             started: Some(started),
         }
     }
 }
 
 pin_project! {
-    #[project = StateProjection]
-    enum State<F> {
-        Running {
-            #[pin]
-            handler: Deadline<F>,
-        },
-        /// A head the framing guard neutralised: no handler runs.
-        Refused {
-            answer: Option<Response>,
-        },
-    }
-}
-
-pin_project! {
     pub struct RequestContextFuture<F> {
         #[pin]
-        state: State<F>,
+        handler: Deadline<F>,
         started: Option<Started>,
     }
 }
@@ -241,14 +215,9 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for RequestContext
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let response = match this.state.project() {
-            StateProjection::Running { handler } => match ready!(handler.poll(cx)) {
-                Ok(Ok(response)) => response,
-                Err(Expired) => ApiError::unavailable("Request timed out").into_response(),
-            },
-            StateProjection::Refused { answer } => answer
-                .take()
-                .unwrap_or_else(|| ApiError::internal().into_response()),
+        let response = match ready!(this.handler.poll(cx)) {
+            Ok(Ok(response)) => response,
+            Err(Expired) => ApiError::unavailable("Request timed out").into_response(),
         };
         let started = this
             .started
@@ -301,16 +270,6 @@ fn finish(mut response: Response, started: Started) -> Response {
     );
     response.headers_mut().insert(REQUEST_ID, id);
     response
-}
-
-/// A head the framing guard neutralised: refused, and the connection closed after the answer,
-/// since what follows on it cannot be trusted to start a request.
-fn ambiguous_framing(reason: &HeaderValue) -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        framing_error_detail(reason.as_bytes()),
-    )
-    .with_header(header::CONNECTION, HeaderValue::from_static("close"))
 }
 
 fn is_problem(headers: &HeaderMap) -> bool {
@@ -382,17 +341,11 @@ mod tests {
         let seen = ContextHeaders::of(&headers);
         assert!(seen.authenticated);
         assert_eq!(seen.request_id, Some(&HeaderValue::from_static("first")));
-        assert_eq!(seen.framing_error, None);
 
-        let mut headers = HeaderMap::new();
-        headers.insert(&FRAMING_ERROR_HEADER, HeaderValue::from_static("reason"));
-        let seen = ContextHeaders::of(&headers);
+        let empty = HeaderMap::new();
+        let seen = ContextHeaders::of(&empty);
         assert!(!seen.authenticated);
         assert_eq!(seen.request_id, None);
-        assert_eq!(
-            seen.framing_error,
-            Some(&HeaderValue::from_static("reason"))
-        );
     }
 
     #[test]

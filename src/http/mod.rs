@@ -7,18 +7,15 @@ pub mod conditional;
 pub mod deadline;
 pub mod error;
 pub mod extract;
-pub mod head_guard;
 pub mod idempotency;
 pub mod items;
 pub mod jobs;
 pub mod limited;
-pub mod linger;
 pub mod middleware;
 pub mod openapi;
 pub mod ops;
 pub mod panic_boundary;
 pub mod route_label;
-pub mod server;
 pub mod state;
 pub mod users;
 

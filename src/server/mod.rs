@@ -1,10 +1,16 @@
-//! The accept loop. axum's own `serve` has no timers, so a client could hold a connection
-//! forever by sending headers a byte at a time (slowloris); here every connection gets a
-//! header-read deadline and a bounded header buffer (larger headers are answered 431),
-//! and shutdown stops accepting, then lets open connections finish. Every connection's
-//! bytes pass the head guard (`head_guard`: framing and deadline) on their way to hyper.
-//! At most `max_connections` are open at once (more wait in the listen queue), and a
-//! connection closed while its client is still sending lingers (`linger`).
+//! Transport only: the accept loop (hyper-util, HTTP/1.1 and HTTP/2), graceful shutdown and
+//! connection limits. It knows the service `http::service` builds, and no route.
+//!
+//! axum's own `serve` has no timers, so a client could hold a connection forever by sending
+//! headers a byte at a time (slowloris); here hyper's `header_read_timeout` bounds every
+//! head (the first and each keep-alive one), its buffer bounds their size (larger heads are
+//! answered 431), and hyper frames every request itself: one with both `Content-Length` and
+//! `Transfer-Encoding` is framed by `Transfer-Encoding` and its connection closed after the
+//! answer (RFC 9112 §6.3). Shutdown stops accepting, then lets open connections finish. At
+//! most `max_connections` are open at once (more wait in the listen queue), and a connection
+//! closed while its client is still sending lingers (`linger`).
+
+pub mod linger;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -23,9 +29,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
-use super::HttpService;
-use super::head_guard::HeadGuard;
-use super::linger::Lingering;
+use crate::http::HttpService;
+use linger::Lingering;
 
 /// The most header bytes read for one request (hyper answers 431 past it).
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -43,8 +48,7 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        // The head deadline is the head guard's (`head_guard`), not hyper's.
-        .header_read_timeout(None)
+        .header_read_timeout(Some(header_timeout))
         .max_buf_size(MAX_HEADER_BYTES);
     builder
         .http2()
@@ -86,7 +90,7 @@ pub async fn serve(
             });
         let connection = builder
             .serve_connection(
-                TokioIo::new(HeadGuard::new(Lingering::new(stream, slot), header_timeout)),
+                TokioIo::new(Lingering::new(stream, slot)),
                 TowerToHyperService::new(service),
             )
             .into_owned();
