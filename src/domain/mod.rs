@@ -3,5 +3,6 @@
 pub mod error;
 pub mod fields;
 pub mod item;
+pub mod job;
 pub mod time;
 pub mod user;

@@ -20,7 +20,8 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 /// The domain's field error is what a 422 lists (`http` adds `body`/`query`/… in front).
 pub use crate::domain::error::FieldError;
 
-/// How the document shows a [`FieldError`]: FastAPI's `{loc, msg, type}`.
+/// One failing field, as FastAPI reports it: `loc` starts with `body`, `query`, `path` or
+/// `header`.
 #[derive(Serialize, ToSchema)]
 #[schema(as = FieldError)]
 #[allow(dead_code)]

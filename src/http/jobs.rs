@@ -27,6 +27,7 @@ use super::extract::{UuidPath, is_json_body, missing_body, read_limited};
 use super::idempotency::{self as idem, Begin, MaybeIdempotencyKey};
 use super::items::ItemInput;
 use crate::domain::fields::not_an_object;
+use crate::domain::job::JobStatus;
 use crate::http::auth_user::AuthUser;
 use crate::http::state::AppState;
 use crate::jobs::kinds::IMPORT_ITEMS;
@@ -81,15 +82,26 @@ pub struct Progress {
     pub total: i64,
 }
 
+/// Where a job is in its life: `queued` → `running` → `succeeded` or `failed` (a retry goes
+/// back to `queued`).
+#[derive(ToSchema)]
+#[schema(as = JobStatus, example = "running")]
+#[allow(dead_code, non_camel_case_types)]
+enum JobStatusSchema {
+    queued,
+    running,
+    succeeded,
+    failed,
+}
+
 /// A job as `GET /jobs/{job_id}` shows it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct JobView {
     pub id: Uuid,
     #[schema(example = "import_items")]
     pub kind: String,
-    /// `queued`, `running`, `succeeded` or `failed`.
-    #[schema(example = "running")]
-    pub status: String,
+    #[schema(value_type = JobStatusSchema)]
+    pub status: JobStatus,
     pub progress: Progress,
     /// Attempts started so far (an attempt handed back at shutdown does not count).
     pub attempts: i32,

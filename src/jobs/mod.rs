@@ -14,6 +14,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use tokio::sync::Notify;
 
+use crate::domain::job::JobStatus;
 use crate::store::jobs::Claimed;
 use crate::store::{self, Db};
 use context::{JobContext, JobError, Outcome};
@@ -81,8 +82,6 @@ impl Queue {
     }
 }
 
-const STATUSES: [&str; 4] = ["queued", "running", "succeeded", "failed"];
-
 /// Sets the queue gauges (depth, jobs by status) before `/metrics` renders.
 pub async fn record_queue_metrics(db: &Db) {
     let counts = match store::jobs::counts(db).await {
@@ -92,13 +91,13 @@ pub async fn record_queue_metrics(db: &Db) {
             return;
         }
     };
-    for status in STATUSES {
+    for status in JobStatus::ALL {
         let count = counts
             .iter()
-            .find(|(name, _)| name == status)
+            .find(|(name, _)| name == status.as_str())
             .map_or(0, |(_, count)| *count);
-        metrics::gauge!("jobs", "status" => status).set(count as f64);
-        if status == "queued" {
+        metrics::gauge!("jobs", "status" => status.as_str()).set(count as f64);
+        if status == JobStatus::Queued {
             metrics::gauge!("job_queue_depth").set(count as f64);
         }
     }

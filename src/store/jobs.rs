@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::idempotency::{self, KeyRef, StoredResponse};
 use super::{Db, StoreResult, now_millis};
 use crate::domain::item::ItemDraft;
+use crate::domain::job::JobStatus;
 
 /// The PostgreSQL channel that wakes the workers of every process sharing the queue.
 pub const CHANNEL: &str = "larder_jobs";
@@ -21,7 +22,8 @@ pub struct Job {
     pub id: Uuid,
     pub kind: String,
     pub owner_id: i64,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: JobStatus,
     pub total: i64,
     pub done: i64,
     pub attempts: i32,
