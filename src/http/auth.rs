@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -16,7 +16,6 @@ use crate::auth::password;
 use crate::domain::user::Credentials;
 use crate::http::auth_user::AuthUser;
 use crate::http::state::AppState;
-use crate::limits::throttle::retry_after_secs;
 use crate::store::users;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -83,13 +82,9 @@ pub async fn token(
         state.limits.failed_logins_by_address.blocked(address),
     );
     if let Some(wait) = pair_wait.max(address_wait) {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
+        return Err(ApiError::too_many(
             "Too many failed login attempts, please try later",
-        )
-        .with_header(
-            header::RETRY_AFTER,
-            HeaderValue::from(retry_after_secs(wait)),
+            wait,
         ));
     }
     let account = users::credentials(&state.db, &account).await?;

@@ -192,6 +192,16 @@ impl ApiError {
         ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "Insufficient storage")
     }
 
+    /// 429 with `Retry-After` in whole seconds (at least 1).
+    pub fn too_many(
+        detail: impl Into<Cow<'static, str>>,
+        retry_after: std::time::Duration,
+    ) -> Self {
+        let seconds = crate::limits::ceil_secs(retry_after).max(1);
+        ApiError::new(StatusCode::TOO_MANY_REQUESTS, detail)
+            .with_header(header::RETRY_AFTER, HeaderValue::from(seconds))
+    }
+
     pub fn unavailable(detail: &'static str) -> Self {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, detail)
             .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))

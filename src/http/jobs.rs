@@ -6,11 +6,12 @@
 //! `items` array text is stored as the job's payload for the worker to parse chunk by chunk.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -36,7 +37,7 @@ use crate::store::idempotency::KeyRef;
 use crate::store::jobs::{self, Enqueued, Job, NewJob};
 
 /// Seconds a client over its job quota is told to wait: about one import's run.
-const QUOTA_RETRY_AFTER: &str = "5";
+const QUOTA_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -361,13 +362,9 @@ pub async fn create_job(
         }
         Ok(Enqueued::OverQuota) => {
             idem::abandon(&state.db, key.as_ref()).await;
-            Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
+            Err(ApiError::too_many(
                 format!("Too many jobs: at most {quota} queued or running per user"),
-            )
-            .with_header(
-                header::RETRY_AFTER,
-                HeaderValue::from_static(QUOTA_RETRY_AFTER),
+                QUOTA_RETRY_AFTER,
             ))
         }
         Err(error) => {

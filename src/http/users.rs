@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -16,7 +16,6 @@ use crate::auth::password;
 use crate::domain::user::{NewUser, Role};
 use crate::http::auth_user::AuthUser;
 use crate::http::state::AppState;
-use crate::limits::throttle::retry_after_secs;
 use crate::store::users::{self, Deletion, Registration, User};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -70,13 +69,9 @@ pub async fn register(
     Body(new_user): Body<NewUser>,
 ) -> ApiResult<Response> {
     if let Some(wait) = state.limits.registrations.count(client.key()).await {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
+        return Err(ApiError::too_many(
             "Too many registrations from this address, please try later",
-        )
-        .with_header(
-            header::RETRY_AFTER,
-            HeaderValue::from(retry_after_secs(wait)),
+            wait,
         ));
     }
     let hash = password::hash(&new_user.password).await.map_err(|error| {

@@ -215,11 +215,6 @@ impl Throttle {
     }
 }
 
-/// Whole seconds to put in `Retry-After`: rounded up, at least 1.
-pub fn retry_after_secs(wait: Duration) -> u64 {
-    super::ceil_secs(wait).max(1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,11 +274,5 @@ mod tests {
             throttle.local_step(ClientKey::of(&i.to_string()), Step::Count, now);
         }
         assert!(throttle.tracked_keys() <= CAPACITY);
-    }
-
-    #[test]
-    fn retry_after_is_at_least_a_second() {
-        assert_eq!(retry_after_secs(Duration::ZERO), 1);
-        assert_eq!(retry_after_secs(Duration::from_millis(1500)), 2);
     }
 }

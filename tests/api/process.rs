@@ -113,32 +113,34 @@ fn invalid_settings_stop_the_start_with_one_line_and_exit_code_2() {
     }
 }
 
+/// Runs `larder admin create` for root@example.com with `password` on stdin.
+fn admin_create(database_url: &str, password: &str) -> std::process::Output {
+    let mut admin = Command::new(BINARY)
+        .args([
+            "admin",
+            "create",
+            "--email",
+            "root@example.com",
+            "--password-stdin",
+        ])
+        .env("LARDER_DATABASE_URL", database_url)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = admin.stdin.take().unwrap();
+    writeln!(stdin, "{password}").unwrap();
+    drop(stdin);
+    admin.wait_with_output().unwrap()
+}
+
 #[test]
 fn admin_create_refuses_a_weak_password_with_one_line_and_exit_code_2() {
     let dir = tempfile::tempdir().unwrap();
     let database = dir.path().join("larder.db");
     for password in ["12345678", "qwertyuiop", "my name is Root!"] {
-        let mut admin = Command::new(BINARY)
-            .args([
-                "admin",
-                "create",
-                "--email",
-                "root@example.com",
-                "--password-stdin",
-            ])
-            .env(
-                "LARDER_DATABASE_URL",
-                format!("sqlite://{}", database.display()),
-            )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = admin.stdin.take().unwrap();
-        writeln!(stdin, "{password}").unwrap();
-        drop(stdin);
-        let output = admin.wait_with_output().unwrap();
+        let output = admin_create(&format!("sqlite://{}", database.display()), password);
         assert_eq!(output.status.code(), Some(2), "{password}");
         let stderr = String::from_utf8(output.stderr).unwrap();
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
@@ -153,26 +155,7 @@ fn admin_create_refuses_a_weak_password_with_one_line_and_exit_code_2() {
 async fn admin_create_reads_the_password_from_stdin_and_sigterm_finishes_in_flight_requests() {
     let dir = tempfile::tempdir().unwrap();
     let database = format!("sqlite://{}", dir.path().join("larder.db").display());
-    let mut admin = Command::new(BINARY)
-        .args([
-            "admin",
-            "create",
-            "--email",
-            "root@example.com",
-            "--password-stdin",
-        ])
-        .env("LARDER_DATABASE_URL", &database)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    admin
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"admin password\n")
-        .unwrap();
-    let output = admin.wait_with_output().unwrap();
+    let output = admin_create(&database, "admin password");
     assert!(output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).contains("root@example.com"));
 
