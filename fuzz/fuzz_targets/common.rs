@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use larder::domain::item::{DESCRIPTION_MAX, ItemDraft, NAME_MAX};
 use larder::domain::user::{Credentials, FULL_NAME_MAX, NewUser, Password};
+use larder::domain::error::Loc;
 use larder::http::error::{ApiError, FieldError, Problem};
 use larder::http::extract::into_domain;
 use serde_json::{Value, json};
@@ -29,9 +30,9 @@ pub fn check_body_error(error: ApiError) {
     assert!(!errors.is_empty(), "a 422 with no field errors");
     for error in &errors {
         assert!(error.loc.len() >= 1, "empty loc: {error:?}");
-        assert_eq!(error.loc[0], json!("body"), "loc not under body: {error:?}");
+        assert_eq!(error.loc[0], Loc::from("body"), "loc not under body: {error:?}");
         assert!(
-            error.loc[1..].iter().all(Value::is_string),
+            error.loc[1..].iter().all(|step| matches!(step, Loc::Name(_))),
             "loc below body is not field names: {error:?}"
         );
         assert!(!error.kind.is_empty() && !error.msg.is_empty(), "{error:?}");
@@ -121,7 +122,7 @@ pub fn check_parse_error(data: &[u8], error: ApiError) {
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
         let errors = errors.expect("an empty body reports a field error");
         assert_eq!(errors.len(), 1);
-        assert_eq!(errors[0].loc, vec![json!("body")]);
+        assert_eq!(errors[0].loc, vec![Loc::from("body")]);
     } else {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{:?}", String::from_utf8_lossy(data));
     }
