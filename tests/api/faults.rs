@@ -12,7 +12,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use crate::helpers::{Backend, TestApp, assert_problem, fresh_postgres_database, postgres_url};
+use crate::helpers::{Backend, TestApp, assert_problem, fresh_postgres_database};
 use crate::process::{BINARY, free_port, wait_until_serving};
 
 const SECRET: &str = "durability-test-secret-0plum-kettle-429abcdef";
@@ -157,10 +157,11 @@ async fn sqlite_acknowledged_writes_survive_kill_9() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(larder_test_postgres),
+    ignore = "LARDER_TEST_DATABASE_URL is not set"
+)]
 async fn postgres_acknowledged_writes_survive_kill_9() {
-    if postgres_url().is_none() {
-        return;
-    }
     acknowledged_writes_survive_kill_9(fresh_postgres_database().await).await;
 }
 
@@ -220,10 +221,11 @@ impl CuttableProxy {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(larder_test_postgres),
+    ignore = "LARDER_TEST_DATABASE_URL is not set"
+)]
 async fn postgres_outage_gives_503_and_recovers_without_restart() {
-    if postgres_url().is_none() {
-        return;
-    }
     let direct = fresh_postgres_database().await;
     let proxy = CuttableProxy::start("127.0.0.1:5432".to_string()).await;
     let through_proxy = direct.replacen(":5432/", &format!(":{}/", proxy.port), 1);
@@ -290,10 +292,11 @@ async fn postgres_outage_gives_503_and_recovers_without_restart() {
 /// Two processes on one PostgreSQL database with one `LARDER_JWT_SECRET`: a user made
 /// through one logs in through the other, and each accepts the other's tokens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(larder_test_postgres),
+    ignore = "LARDER_TEST_DATABASE_URL is not set"
+)]
 async fn postgres_processes_share_users_and_tokens() {
-    if postgres_url().is_none() {
-        return;
-    }
     let database = fresh_postgres_database().await;
     let shared =
         |settings: &mut larder::config::Settings| settings.jwt_secret = Some(SECRET.to_string());

@@ -940,10 +940,11 @@ async fn status_after_kill(database_url: &DatabaseUrl, ids: &[Uuid]) -> i64 {
 /// exactly once, and when one process is killed mid-import the other finishes its jobs after
 /// their leases run out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(larder_test_postgres),
+    ignore = "LARDER_TEST_DATABASE_URL is not set"
+)]
 async fn postgres_processes_share_one_queue_and_survive_a_kill() {
-    if crate::helpers::postgres_url().is_none() {
-        return;
-    }
     let database_url = fresh_postgres_database().await;
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let mut first = start_server(&database_url, free_port(), &client).await;

@@ -16,3 +16,19 @@ mod openapi;
 mod process;
 mod storage;
 mod throttles;
+
+/// Under `CI=true` no test may be skipped for want of a service: a build without PostgreSQL or
+/// Redis fails here (their tests are then ignored, see `both_backends!`).
+#[test]
+fn every_outside_service_is_there_under_ci() {
+    if std::env::var("CI").is_ok_and(|ci| ci == "true") {
+        assert!(
+            cfg!(larder_test_postgres) && helpers::postgres_url().is_some(),
+            "CI=true: LARDER_TEST_DATABASE_URL must be set when the tests are built and run"
+        );
+        assert!(
+            cfg!(larder_test_redis) && helpers::redis_url().is_some(),
+            "CI=true: LARDER_TEST_REDIS_URL must be set when the tests are built and run"
+        );
+    }
+}

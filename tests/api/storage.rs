@@ -615,11 +615,12 @@ async fn a_filesystem_gone_read_only_refuses_writes_and_loses_nothing_acknowledg
 /// (A full disk under PostgreSQL's own WAL makes PostgreSQL stop, which larder answers as
 /// an unreachable database: 503.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(larder_test_postgres),
+    ignore = "LARDER_TEST_DATABASE_URL is not set"
+)]
 async fn postgres_disk_full_answers_507_and_recovers_by_itself() {
-    use crate::helpers::{TEST_DATABASE, admin_connection, postgres_url};
-    if postgres_url().is_none() {
-        return;
-    }
+    use crate::helpers::{TEST_DATABASE, admin_connection};
     let Some(mount) = Mounted::tmpfs("2m") else {
         return;
     };
