@@ -17,8 +17,8 @@ mod process;
 mod storage;
 mod throttles;
 
-/// Under `CI=true` no test may be skipped for want of a service: a build without PostgreSQL or
-/// Redis fails here (their tests are then ignored, see `both_backends!`).
+/// Under `CI=true` no test may be skipped for want of a service or of root: a build without
+/// PostgreSQL, Redis or root fails here (those tests are then ignored, see `build.rs`).
 #[test]
 fn every_outside_service_is_there_under_ci() {
     if std::env::var("CI").is_ok_and(|ci| ci == "true") {
@@ -30,5 +30,10 @@ fn every_outside_service_is_there_under_ci() {
             cfg!(larder_test_redis) && helpers::redis_url().is_some(),
             "CI=true: LARDER_TEST_REDIS_URL must be set when the tests are built and run"
         );
+        if !cfg!(larder_test_root) {
+            panic!(
+                "CI=true: the tests must be built and run as root (the storage-fault tests mount filesystems)"
+            );
+        }
     }
 }
