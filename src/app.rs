@@ -250,11 +250,7 @@ impl Application {
                 redact(&settings.database.database_url)
             )
         })?;
-        if let (Some(email), Some(password)) = (&settings.admin_email, &settings.admin_password) {
-            let email =
-                Email::parse(email).map_err(|e| anyhow::anyhow!("LARDER_ADMIN_EMAIL: {e}"))?;
-            let password = Password::parse(password, Some(&email))
-                .map_err(|e| anyhow::anyhow!("LARDER_ADMIN_PASSWORD: {}", e.msg))?;
+        if let Some((email, password)) = settings.admin().map_err(anyhow::Error::msg)? {
             ensure_admin(&db, &email, &password).await?;
         }
         let installation = db

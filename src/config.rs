@@ -172,19 +172,7 @@ impl Settings {
         if self.environment == Environment::Production && self.jwt_secret.is_none() {
             return Err("LARDER_JWT_SECRET is required when LARDER_ENV=production".into());
         }
-        match (&self.admin_email, &self.admin_password) {
-            (Some(email), Some(password)) => {
-                let email = Email::parse(email).map_err(|e| format!("LARDER_ADMIN_EMAIL: {e}"))?;
-                Password::parse(password, Some(&email))
-                    .map_err(|e| format!("LARDER_ADMIN_PASSWORD: {}", e.msg))?;
-            }
-            (None, None) => {}
-            _ => {
-                return Err(
-                    "LARDER_ADMIN_EMAIL and LARDER_ADMIN_PASSWORD must be set together".into(),
-                );
-            }
-        }
+        self.admin()?;
         if let Some(url) = &self.redis_url
             && !(url.starts_with("redis://") || url.starts_with("rediss://"))
         {
@@ -193,6 +181,21 @@ impl Settings {
             ));
         }
         Ok(())
+    }
+
+    /// The admin to make at start (`LARDER_ADMIN_EMAIL` + `LARDER_ADMIN_PASSWORD`), checked
+    /// against the email rules and the password policy.
+    pub fn admin(&self) -> Result<Option<(Email, Password)>, String> {
+        match (&self.admin_email, &self.admin_password) {
+            (Some(email), Some(password)) => {
+                let email = Email::parse(email).map_err(|e| format!("LARDER_ADMIN_EMAIL: {e}"))?;
+                let password = Password::parse(password, Some(&email))
+                    .map_err(|e| format!("LARDER_ADMIN_PASSWORD: {}", e.msg))?;
+                Ok(Some((email, password)))
+            }
+            (None, None) => Ok(None),
+            _ => Err("LARDER_ADMIN_EMAIL and LARDER_ADMIN_PASSWORD must be set together".into()),
+        }
     }
 
     pub fn grace_period(&self) -> Duration {

@@ -49,6 +49,8 @@ enum Step {
     Peek,
     /// Adds one event.
     Count,
+    /// Forgets the key's events.
+    Clear,
 }
 
 impl Throttle {
@@ -103,20 +105,7 @@ impl Throttle {
 
     /// Forgets `key`'s events.
     pub async fn clear(&self, key: ClientKey) {
-        self.local.invalidate(&key);
-        if let Some(shared) = &self.shared
-            && !shared.outage.cooling_off()
-            && let Some(mut manager) = shared.connection.manager()
-        {
-            let mut delete = redis::cmd("DEL");
-            delete.arg(self.redis_key(&shared.prefix, key));
-            let call = delete.exec_async(&mut manager);
-            match tokio::time::timeout(CALL_TIMEOUT, call).await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => shared.outage.failed(&error),
-                Err(_) => shared.outage.failed(&"Redis did not answer in time"),
-            }
-        }
+        self.step(key, Step::Clear).await;
     }
 
     /// Keys in this process's map (pending expiries may still count).
@@ -132,6 +121,10 @@ impl Throttle {
 
     /// The events in `key`'s current window (after this step) and the time left in it.
     async fn step(&self, key: ClientKey, step: Step) -> (u32, Duration) {
+        if step == Step::Clear {
+            // Also in process: these counts decide whenever Redis cannot.
+            self.local.invalidate(&key);
+        }
         if let Some(shared) = &self.shared {
             match self.shared_step(shared, key, step).await {
                 Ok(answer) => {
@@ -152,6 +145,7 @@ impl Throttle {
     fn local_step(&self, key: ClientKey, step: Step, now: Instant) -> (u32, Duration) {
         let current = |window: Window| now.duration_since(window.started) < self.spec.window;
         let window = match step {
+            Step::Clear => None,
             Step::Peek => self.local.get(&key).filter(|w| current(*w)),
             Step::Count => {
                 let counted = self.local.entry(key).and_compute_with(|entry| {
@@ -197,7 +191,11 @@ impl Throttle {
         };
         let mut invocation = shared.script.key(self.redis_key(&shared.prefix, key));
         invocation
-            .arg(if step == Step::Count { "count" } else { "peek" })
+            .arg(match step {
+                Step::Peek => "peek",
+                Step::Count => "count",
+                Step::Clear => "clear",
+            })
             .arg(self.spec.window.as_millis().max(1) as u64);
         let call = invocation.invoke_async::<(i64, i64)>(&mut manager);
         let (events, left_ms) = tokio::time::timeout(CALL_TIMEOUT, call)

@@ -2,10 +2,14 @@
 -- script alone: a window starts with a key's first event and the key expires with it.
 --
 -- KEYS[1]  the counter's key
--- ARGV[1]  'count' adds one event, 'peek' only reads
+-- ARGV[1]  'count' adds one event, 'peek' only reads, 'clear' forgets the key
 -- ARGV[2]  the window, in ms
 --
 -- Returns {events in the current window, ms left in it}.
+if ARGV[1] == 'clear' then
+  redis.call('DEL', KEYS[1])
+  return {0, 0}
+end
 local events
 if ARGV[1] == 'count' then
   events = redis.call('INCR', KEYS[1])
