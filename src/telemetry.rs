@@ -1,5 +1,6 @@
 //! Logs (text or JSON lines) and the Prometheus recorder.
 
+use std::io::IsTerminal;
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -21,6 +22,9 @@ pub fn init_logging(
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
+        // Colour only on a terminal: in a file or a pipe the escape codes are noise, and
+        // writing them was half of a request's instructions (callgrind, /healthz).
+        .with_ansi(std::io::stdout().is_terminal())
         .with_target(true);
     let result = match format {
         LogFormat::Text => builder.try_init(),

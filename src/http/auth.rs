@@ -12,6 +12,7 @@ use utoipa_axum::routes;
 use super::client::ClientAddress;
 use super::error::{ApiError, ApiResult, ProblemBody, ValidationProblemBody};
 use super::extract::FormOrJson;
+use super::openapi::{TooLarge, Unauthorized};
 use crate::auth::password;
 use crate::domain::user::Credentials;
 use crate::http::auth_user::AuthUser;
@@ -61,7 +62,7 @@ pub struct Secret {
         (status = 400, description = "The body cannot be parsed", body = ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "Incorrect email or password", body = ProblemBody, content_type = "application/problem+json",
             headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 413, description = "The body is too large", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 413, response = TooLarge),
         (status = 415, description = "Neither a form nor JSON", body = ProblemBody, content_type = "application/problem+json"),
         (status = 422, description = "A field is missing", body = ValidationProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Too many failed logins", body = ProblemBody, content_type = "application/problem+json",
@@ -125,8 +126,7 @@ pub async fn token(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The secret", body = Secret),
-        (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "Bearer"))),
+        (status = 401, response = Unauthorized),
     ))]
 pub async fn protected(_user: AuthUser) -> Json<Secret> {
     Json(Secret { data: "secret" })

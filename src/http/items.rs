@@ -11,9 +11,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::conditional::{has_if_match, if_match_allows, if_none_match_hits};
-use super::error::{ApiError, ApiResult, ProblemBody, ValidationProblemBody};
+use super::error::{ApiError, ApiResult, ValidationProblemBody};
 use super::extract::{Body, IdPath, JsonValue, QueryParams, into_domain, query_error};
 use super::idempotency::{self as idem, Begin, MaybeIdempotencyKey};
+use super::openapi::{
+    BadId, BusyWriters, ItemNotFound, NotJson, NotJsonMediaType, NotMatched, NotTheOwner,
+    StillRunning, TooLarge, Unauthorized,
+};
 use crate::domain::item::{ItemDraft, merge_patch};
 use crate::http::auth_user::AuthUser;
 use crate::http::state::AppState;
@@ -195,8 +199,8 @@ fn json_answer(status: StatusCode, body: impl Into<axum::body::Body>) -> Respons
     responses(
         (status = 200, description = "The item", body = Item, headers(("ETag" = String, description = "Strong entity tag"))),
         (status = 304, description = "The client's copy is current", headers(("ETag" = String, description = "Strong entity tag"))),
-        (status = 404, description = "Item not found", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "The id is not an integer", body = ValidationProblemBody, content_type = "application/problem+json"),
+        (status = 404, response = ItemNotFound),
+        (status = 422, response = BadId),
     ))]
 pub async fn get_item(
     State(state): State<AppState>,
@@ -228,12 +232,11 @@ pub async fn get_item(
         (status = 201, description = "The item was created", body = Item,
             headers(("Location" = String, description = "/items/{id}"), ("ETag" = String, description = "Strong entity tag")),
             links(("GetItemById" = (operation_id = "get_item", parameters(("item_id" = "$response.body#/id")))))),
-        (status = 400, description = "The body is not JSON", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 409, description = "The first request with this key is still running", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 413, description = "The body is too large", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not JSON", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 400, response = NotJson),
+        (status = 401, response = Unauthorized),
+        (status = 409, response = StillRunning),
+        (status = 413, response = TooLarge),
+        (status = 415, response = NotJsonMediaType),
         (status = 422, description = "Invalid fields, or the key was used with another body", body = ValidationProblemBody, content_type = "application/problem+json"),
     ))]
 pub async fn create_item(
@@ -349,15 +352,14 @@ async fn write_item(
     request_body(content = ItemInput, content_type = "application/json"),
     responses(
         (status = 200, description = "The new version", body = Item, headers(("ETag" = String, description = "Strong entity tag"))),
-        (status = 400, description = "The body is not JSON", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 403, description = "Not the owner", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 404, description = "Item not found", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 409, description = "Too many concurrent writers", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match does not match", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 413, description = "The body is too large", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not JSON", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 400, response = NotJson),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = NotTheOwner),
+        (status = 404, response = ItemNotFound),
+        (status = 409, response = BusyWriters),
+        (status = 412, response = NotMatched),
+        (status = 413, response = TooLarge),
+        (status = 415, response = NotJsonMediaType),
         (status = 422, description = "Invalid fields or id", body = ValidationProblemBody, content_type = "application/problem+json"),
     ))]
 pub async fn replace_item(
@@ -383,15 +385,14 @@ pub async fn replace_item(
     )),
     responses(
         (status = 200, description = "The new version", body = Item, headers(("ETag" = String, description = "Strong entity tag"))),
-        (status = 400, description = "The body is not JSON", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 403, description = "Not the owner", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 404, description = "Item not found", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 409, description = "Too many concurrent writers", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match does not match", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 413, description = "The body is too large", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not JSON", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 400, response = NotJson),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = NotTheOwner),
+        (status = 404, response = ItemNotFound),
+        (status = 409, response = BusyWriters),
+        (status = 412, response = NotMatched),
+        (status = 413, response = TooLarge),
+        (status = 415, response = NotJsonMediaType),
         (status = 422, description = "The patched item is invalid, or a bad id", body = ValidationProblemBody, content_type = "application/problem+json"),
     ))]
 pub async fn patch_item(
@@ -422,13 +423,12 @@ pub async fn patch_item(
     ),
     responses(
         (status = 204, description = "The item was deleted"),
-        (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 403, description = "Not the owner", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 404, description = "Item not found", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 409, description = "Too many concurrent writers", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match does not match", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "The id is not an integer", body = ValidationProblemBody, content_type = "application/problem+json"),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = NotTheOwner),
+        (status = 404, response = ItemNotFound),
+        (status = 409, response = BusyWriters),
+        (status = 412, response = NotMatched),
+        (status = 422, response = BadId),
     ))]
 pub async fn delete_item(
     State(state): State<AppState>,

@@ -27,6 +27,7 @@ use super::error::{ApiError, ApiResult, FieldError, ProblemBody, ValidationProbl
 use super::extract::{UuidPath, is_json_body, missing_body, read_limited};
 use super::idempotency::{self as idem, Begin, MaybeIdempotencyKey};
 use super::items::ItemInput;
+use super::openapi::{NotJson, NotJsonMediaType, StillRunning, Unauthorized};
 use crate::domain::fields::not_an_object;
 use crate::domain::job::JobStatus;
 use crate::http::auth_user::AuthUser;
@@ -287,12 +288,11 @@ fn fingerprint(members: &BTreeMap<String, &RawValue>) -> Result<Vec<u8>, serde_j
         (status = 202, description = "The job is stored and will run", body = JobAccepted,
             headers(("Location" = String, description = "/jobs/{job_id}")),
             links(("GetJobById" = (operation_id = "get_job", parameters(("job_id" = "$response.body#/job_id")))))),
-        (status = 400, description = "The body is not JSON", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "Bearer"))),
-        (status = 409, description = "The first request with this key is still running", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 400, response = NotJson),
+        (status = 401, response = Unauthorized),
+        (status = 409, response = StillRunning),
         (status = 413, description = "The body is larger than LARDER_IMPORT_MAX_BODY, or holds more items than LARDER_IMPORT_MAX_ITEMS", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not JSON", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 415, response = NotJsonMediaType),
         (status = 422, description = "Unknown kind, a body that is not an object, items that are not a list, or the key was used with another body",
             body = ValidationProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "The caller already has LARDER_JOB_QUOTA jobs queued or running", body = ProblemBody, content_type = "application/problem+json",
@@ -380,8 +380,7 @@ pub async fn create_job(
     params(("job_id" = Uuid, Path, description = "The job's id")),
     responses(
         (status = 200, description = "The job", body = JobView),
-        (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "Bearer"))),
+        (status = 401, response = Unauthorized),
         (status = 403, description = "Another user's job", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "Job not found", body = ProblemBody, content_type = "application/problem+json"),
         (status = 422, description = "The id is not a UUID", body = ValidationProblemBody, content_type = "application/problem+json"),

@@ -12,6 +12,7 @@ use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiResult, FieldError, ProblemBody, ValidationProblemBody};
 use super::extract::{JsonValue, header_error};
+use super::openapi::{NotJsonMediaType, TooLarge};
 use crate::domain::fields::not_an_object;
 use crate::http::state::AppState;
 use crate::limits::{self, Decision};
@@ -55,8 +56,8 @@ fn truthy(value: &Value) -> bool {
     responses(
         (status = 200, description = "The object is valid", body = Valid),
         (status = 400, description = "required_field is missing, or the body is not JSON", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 413, description = "The body is too large", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not JSON", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 413, response = TooLarge),
+        (status = 415, response = NotJsonMediaType),
         (status = 422, description = "The body is JSON but not an object", body = ValidationProblemBody, content_type = "application/problem+json"),
     ))]
 pub async fn validate(JsonValue(body): JsonValue) -> ApiResult<Json<Valid>> {

@@ -3,18 +3,25 @@
 
 use utoipa::openapi::content::Content;
 use utoipa::openapi::header::HeaderBuilder;
-use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::schema::{Object, Type};
 use utoipa::openapi::security::{Flow, OAuth2, Password, Scopes, SecurityScheme};
 use utoipa::openapi::{Ref, RefOr};
-use utoipa::{Modify, OpenApi};
+use utoipa::{Modify, OpenApi, ToResponse};
 
-use super::error::{FieldErrorSchema, ProblemBody, ValidationProblemBody};
+use super::error::{FieldErrorSchema, PROBLEM_JSON, ProblemBody, ValidationProblemBody};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "larder", description = "An items-and-users JSON API whose every answer carries the status code the HTTP standards ask for."),
-    components(schemas(ProblemBody, ValidationProblemBody, FieldErrorSchema)),
+    components(
+        schemas(ProblemBody, ValidationProblemBody, FieldErrorSchema),
+        responses(
+            NotJson, Unauthorized, NotTheOwner, ItemNotFound, UserNotFound, BusyWriters,
+            StillRunning, NotMatched, TooLarge, NotJsonMediaType, BadId,
+            ServerError, Unavailable, DiskFull,
+        ),
+    ),
     modifiers(&BearerScheme),
     tags(
         (name = "users"), (name = "auth"), (name = "items"), (name = "jobs"),
@@ -49,11 +56,61 @@ pub struct ServerFaults;
 /// `POST` routes that store nothing, so cannot meet a full disk.
 const READ_ONLY_POSTS: [&str; 2] = ["/validate", "/auth/token"];
 
-fn problem_response(description: &str) -> ResponseBuilder {
+fn problem_response(description: &str, schema: &str) -> ResponseBuilder {
     ResponseBuilder::new().description(description).content(
-        "application/problem+json",
-        Content::new(Some(RefOr::Ref(Ref::from_schema_name("ProblemBody")))),
+        PROBLEM_JSON,
+        Content::new(Some(RefOr::Ref(Ref::from_schema_name(schema)))),
     )
+}
+
+fn header(description: &str, kind: Type) -> utoipa::openapi::header::Header {
+    HeaderBuilder::new()
+        .schema(Some(Object::with_type(kind)))
+        .description(Some(description))
+        .build()
+}
+
+/// The problem answers many operations share, each a component of the document that the
+/// operations reference (`(status = 401, response = Unauthorized)`): one description of
+/// each, here.
+macro_rules! shared_problems {
+    ($($name:ident: $schema:literal, $description:literal $(, $header:literal: $kind:expr => $header_doc:literal)?;)*) => {
+        $(
+            pub struct $name;
+
+            impl<'r> ToResponse<'r> for $name {
+                fn response() -> (&'r str, RefOr<Response>) {
+                    let response = problem_response($description, $schema)
+                        $(.header($header, header($header_doc, $kind)))?;
+                    (stringify!($name), response.build().into())
+                }
+            }
+        )*
+    };
+}
+
+shared_problems! {
+    NotJson: "ProblemBody", "The body is not JSON";
+    Unauthorized: "ProblemBody", "No valid token",
+        "WWW-Authenticate": Type::String => "Bearer, with error=\"invalid_token\" when a token was sent";
+    NotTheOwner: "ProblemBody", "Not the owner, and the caller is not an admin";
+    ItemNotFound: "ProblemBody", "Item not found";
+    UserNotFound: "ProblemBody", "User not found";
+    BusyWriters: "ProblemBody", "The item is being changed by others, try again";
+    StillRunning: "ProblemBody", "The first request with this Idempotency-Key is still running";
+    NotMatched: "ProblemBody", "If-Match does not match the current ETag";
+    TooLarge: "ProblemBody", "The body is too large";
+    NotJsonMediaType: "ProblemBody", "The body is not application/json";
+    BadId: "ValidationProblemBody", "The id is not an integer";
+    ServerError: "ProblemBody", "Internal server error or database error";
+    Unavailable: "ProblemBody", "The database is unavailable, its file is gone or unwritable, or the request timed out",
+        "Retry-After": Type::Integer => "Seconds to wait before retrying";
+    DiskFull: "ProblemBody", "Insufficient storage: the disk is full; nothing of the request was kept";
+}
+
+/// A reference to a shared response component.
+fn shared<'r, R: ToResponse<'r>>() -> RefOr<Response> {
+    RefOr::Ref(Ref::from_response_name(R::response().0))
 }
 
 impl Modify for ServerFaults {
@@ -74,13 +131,7 @@ impl Modify for ServerFaults {
                     .responses
                     .responses
                     .entry("507".to_string())
-                    .or_insert_with(|| {
-                        problem_response(
-                            "Insufficient storage: the disk is full; nothing of the request was kept",
-                        )
-                        .build()
-                        .into()
-                    });
+                    .or_insert_with(shared::<DiskFull>);
             }
             let operations = [
                 &mut item.get,
@@ -91,25 +142,12 @@ impl Modify for ServerFaults {
             ];
             for operation in operations.into_iter().flatten() {
                 let responses = &mut operation.responses.responses;
-                responses.entry("500".to_string()).or_insert_with(|| {
-                    problem_response("Internal server error or database error")
-                        .build()
-                        .into()
-                });
-                responses.entry("503".to_string()).or_insert_with(|| {
-                    problem_response(
-                        "The database is unavailable, its file is gone or unwritable, or the request timed out",
-                    )
-                        .header(
-                            "Retry-After",
-                            HeaderBuilder::new()
-                                .schema(Some(Object::with_type(Type::Integer)))
-                                .description(Some("Seconds to wait before retrying"))
-                                .build(),
-                        )
-                        .build()
-                        .into()
-                });
+                responses
+                    .entry("500".to_string())
+                    .or_insert_with(shared::<ServerError>);
+                responses
+                    .entry("503".to_string())
+                    .or_insert_with(shared::<Unavailable>);
             }
         }
     }

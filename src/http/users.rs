@@ -12,6 +12,7 @@ use utoipa_axum::routes;
 use super::client::ClientAddress;
 use super::error::{ApiError, ApiResult, ProblemBody, ValidationProblemBody};
 use super::extract::{Body, IdPath};
+use super::openapi::{BadId, NotJson, NotJsonMediaType, TooLarge, Unauthorized, UserNotFound};
 use crate::auth::password;
 use crate::domain::user::{NewUser, Role};
 use crate::http::auth_user::AuthUser;
@@ -55,10 +56,10 @@ pub struct Deleted {
     responses(
         (status = 201, description = "The user was created", body = User,
             headers(("Location" = String, description = "/users/{id}"))),
-        (status = 400, description = "The body is not JSON", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 400, response = NotJson),
         (status = 409, description = "User already exists", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 413, description = "The body is too large", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not JSON", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 413, response = TooLarge),
+        (status = 415, response = NotJsonMediaType),
         (status = 422, description = "A field is missing or invalid", body = ValidationProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Too many registrations from this address", body = ProblemBody, content_type = "application/problem+json",
             headers(("Retry-After" = u32, description = "Seconds to wait"))),
@@ -102,8 +103,7 @@ pub async fn register(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller", body = User),
-        (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "Bearer"))),
+        (status = 401, response = Unauthorized),
     ))]
 pub async fn me(user: AuthUser) -> Json<User> {
     Json(user.0)
@@ -115,11 +115,10 @@ pub async fn me(user: AuthUser) -> Json<User> {
     params(("user_id" = i64, Path, description = "The user's id")),
     responses(
         (status = 200, description = "The user", body = User),
-        (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "Bearer"))),
+        (status = 401, response = Unauthorized),
         (status = 403, description = "Another user, and the caller is not an admin", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 404, description = "User not found", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "The id is not an integer", body = ValidationProblemBody, content_type = "application/problem+json"),
+        (status = 404, response = UserNotFound),
+        (status = 422, response = BadId),
     ))]
 pub async fn get_user(
     State(state): State<AppState>,
@@ -144,12 +143,11 @@ pub async fn get_user(
     params(("user_id" = i64, Path, description = "The user's id")),
     responses(
         (status = 200, description = "The user was deleted", body = Deleted),
-        (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json",
-            headers(("WWW-Authenticate" = String, description = "Bearer"))),
+        (status = 401, response = Unauthorized),
         (status = 403, description = "Only admins can delete", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 404, description = "User not found", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, response = UserNotFound),
         (status = 409, description = "The user is the last admin", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "The id is not an integer", body = ValidationProblemBody, content_type = "application/problem+json"),
+        (status = 422, response = BadId),
     ))]
 pub async fn delete_user(
     State(state): State<AppState>,

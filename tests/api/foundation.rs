@@ -348,6 +348,42 @@ async fn openapi_and_docs_are_served(backend: Backend) {
     let spec: Value = response.json().await.unwrap();
     assert!(spec["openapi"].as_str().unwrap().starts_with("3.1"));
     assert!(spec["paths"]["/items/{item_id}"]["get"].is_object());
+    // Shared problem answers are described once, as components the operations reference.
+    let put = &spec["paths"]["/items/{item_id}"]["put"]["responses"];
+    assert_eq!(put["401"]["$ref"], "#/components/responses/Unauthorized");
+    assert_eq!(put["503"]["$ref"], "#/components/responses/Unavailable");
+    assert_eq!(
+        spec["components"]["responses"]["Unauthorized"]["headers"]["WWW-Authenticate"]["schema"]["type"],
+        "string"
+    );
+    // Every error answer of every operation, referenced or inline, is a problem document.
+    let mut errors = 0;
+    for (path, operations) in spec["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            for (status, response) in operation["responses"].as_object().unwrap() {
+                if !status.starts_with('4') && !status.starts_with('5') {
+                    continue;
+                }
+                let response = match response["$ref"].as_str() {
+                    Some(reference) => {
+                        let name = reference
+                            .strip_prefix("#/components/responses/")
+                            .unwrap_or_else(|| panic!("{method} {path} {status}: {reference}"));
+                        &spec["components"]["responses"][name]
+                    }
+                    None => response,
+                };
+                assert!(
+                    response["content"]["application/problem+json"]["schema"]["$ref"]
+                        .as_str()
+                        .is_some_and(|schema| schema.ends_with("ProblemBody")),
+                    "{method} {path} {status}: {response}"
+                );
+                errors += 1;
+            }
+        }
+    }
+    assert!(errors > 50, "{errors}");
     let response = app.get("/docs/").send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     // The docs page runs only larder's own scripts and may not be framed.

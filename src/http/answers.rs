@@ -1,5 +1,6 @@
-//! The request context around every handler: request id, timeout, problem bodies for every
-//! error answer, `OPTIONS`, security headers, the access log line and the request metrics.
+//! The contract's part of every answer: the request id, problem bodies for every error
+//! answer, `OPTIONS`, the security headers, the access log line, and the request metrics by
+//! route template. (Why these are larder's own and not tower-http's: `http::layers`.)
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -13,18 +14,17 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::uri::PathAndQuery;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use super::deadline::{Deadline, Expired};
 use super::error::{ApiError, PROBLEM_JSON, Problem, problem_for_status, render_problem};
 use super::route_label::RouteLabels;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// What the request context reads from a request's headers, found in one pass over them:
-/// a request has few headers, and walking them costs less than three hashed lookups.
+/// What the answers layer reads from a request's headers, found in one pass over them:
+/// a request has few headers, and walking them costs less than two hashed lookups.
 #[derive(Debug, Default)]
 struct ContextHeaders<'a> {
     request_id: Option<&'a HeaderValue>,
@@ -129,40 +129,34 @@ fn record_request(method: &Method, route: &str, status: StatusCode, latency: Dur
     });
 }
 
-/// Outside the router, around every request: the request id, the timeout (503), problem
-/// bodies for every error answer, `OPTIONS`, the security headers, the access log line and
-/// the request metrics. A plain tower layer with its own future, not
-/// `from_fn`: this runs on every request, and `from_fn` boxes a clone of the whole inner
-/// service each time. Nothing of this is a layer inside the router either: axum boxes one
-/// more service clone and one more future per request for every such layer.
+/// The contract's part of every answer, around CORS and the router: problem bodies for every
+/// error answer (the timeout's bare 503 included), `OPTIONS`, the security headers, the
+/// request id, the access log and the request metrics. The timeout and panics are
+/// tower-http's layers (`http::layers`).
 #[derive(Clone, Debug)]
-pub struct RequestContextLayer {
-    /// How long a handler may run before the request is answered 503.
-    pub timeout: Duration,
+pub struct AnswersLayer {
     /// The metrics' route labels.
     pub labels: Arc<RouteLabels>,
 }
 
-impl<S> Layer<S> for RequestContextLayer {
-    type Service = RequestContext<S>;
+impl<S> Layer<S> for AnswersLayer {
+    type Service = Answers<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RequestContext {
+        Answers {
             inner,
-            timeout: self.timeout,
             labels: self.labels.clone(),
         }
     }
 }
 
 #[derive(Clone, Debug)]
-pub struct RequestContext<S> {
+pub struct Answers<S> {
     inner: S,
-    timeout: Duration,
     labels: Arc<RouteLabels>,
 }
 
-/// What the request context keeps of a request until its answer is ready.
+/// What the answers layer keeps of a request until its answer is ready.
 struct Started {
     at: Instant,
     id: HeaderValue,
@@ -173,13 +167,13 @@ struct Started {
     authenticated: bool,
 }
 
-impl<S> Service<Request> for RequestContext<S>
+impl<S> Service<Request> for Answers<S>
 where
     S: Service<Request, Response = Response, Error = Infallible>,
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = RequestContextFuture<S::Future>;
+    type Future = AnswersFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -195,39 +189,36 @@ where
             route: self.labels.label(request.uri().path()),
             authenticated: seen.authenticated,
         };
-        RequestContextFuture {
-            handler: Deadline::new(self.inner.call(request), started.at + self.timeout),
+        AnswersFuture {
+            inner: self.inner.call(request),
             started: Some(started),
         }
     }
 }
 
 pin_project! {
-    pub struct RequestContextFuture<F> {
+    pub struct AnswersFuture<F> {
         #[pin]
-        handler: Deadline<F>,
+        inner: F,
         started: Option<Started>,
     }
 }
 
-impl<F: Future<Output = Result<Response, Infallible>>> Future for RequestContextFuture<F> {
+impl<F: Future<Output = Result<Response, Infallible>>> Future for AnswersFuture<F> {
     type Output = Result<Response, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let response = match ready!(this.handler.poll(cx)) {
-            Ok(Ok(response)) => response,
-            Err(Expired) => ApiError::unavailable("Request timed out").into_response(),
-        };
+        let Ok(response) = ready!(this.inner.poll(cx));
         let started = this
             .started
             .take()
-            .expect("a request-context future is not polled after it is done");
+            .expect("an answers future is not polled after it is done");
         Poll::Ready(Ok(finish(response, started)))
     }
 }
 
-/// Everything the request context does to an answer on its way out.
+/// Everything the answers layer does to an answer on its way out.
 fn finish(mut response: Response, started: Started) -> Response {
     let Started {
         at,
@@ -256,7 +247,6 @@ fn finish(mut response: Response, started: Started) -> Response {
     if authenticated && !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
-
     let latency = at.elapsed();
     record_request(&method, route, status, latency);
     tracing::info!(
@@ -264,7 +254,8 @@ fn finish(mut response: Response, started: Started) -> Response {
         method = %method,
         path = %path,
         status = status.as_u16(),
-        latency_ms = latency.as_secs_f64() * 1000.0,
+        // Milliseconds to the microsecond.
+        latency_ms = latency.as_micros() as f64 / 1000.0,
         request_id = id.to_str().unwrap_or(""),
         "request"
     );
@@ -278,13 +269,23 @@ fn is_problem(headers: &HeaderMap) -> bool {
         .is_some_and(|value| value.as_bytes().starts_with(PROBLEM_JSON.as_bytes()))
 }
 
-/// Replaces the body of an error answer with its problem document.
+/// Replaces the body of an error answer with its problem document. An answer with no
+/// problem of its own is the standard one for its status; a bare 503 is the timeout layer's.
 fn with_problem_body(response: Response, instance: &str, request_id: &str) -> Response {
     let (mut parts, _) = response.into_parts();
-    let problem = parts
-        .extensions
-        .remove::<Problem>()
-        .unwrap_or_else(|| problem_for_status(parts.status));
+    let problem = match parts.extensions.remove::<Problem>() {
+        Some(problem) => problem,
+        None if parts.status == StatusCode::SERVICE_UNAVAILABLE => {
+            parts
+                .headers
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            Problem {
+                detail: std::borrow::Cow::Borrowed(TIMED_OUT),
+                ..problem_for_status(parts.status)
+            }
+        }
+        None => problem_for_status(parts.status),
+    };
     let body = render_problem(parts.status, &problem, instance, request_id);
     parts
         .headers
@@ -292,6 +293,9 @@ fn with_problem_body(response: Response, instance: &str, request_id: &str) -> Re
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(body))
 }
+
+/// The detail of the 503 for a request that ran past `LARDER_REQUEST_TIMEOUT`.
+const TIMED_OUT: &str = "Request timed out";
 
 fn allow_with_options(headers: &HeaderMap) -> HeaderValue {
     let mut methods: Vec<String> = headers
@@ -315,7 +319,8 @@ fn add_options_to_allow(headers: &mut HeaderMap) {
 
 /// `OPTIONS` on a path that exists: 204 with the methods it supports.
 fn options_answer(not_allowed: &HeaderMap) -> Response {
-    let mut response = StatusCode::NO_CONTENT.into_response();
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::NO_CONTENT;
     response
         .headers_mut()
         .insert(header::ALLOW, allow_with_options(not_allowed));
@@ -356,6 +361,8 @@ mod tests {
         let made = request_id(Some(&spaced));
         assert_eq!(made.len(), 32);
         assert!(made.as_bytes().iter().all(u8::is_ascii_hexdigit));
+        let long = HeaderValue::from_str(&"x".repeat(129)).unwrap();
+        assert_eq!(request_id(Some(&long)).len(), 32);
         assert_ne!(request_id(None), request_id(None));
     }
 }
