@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -72,9 +73,48 @@ pub struct ItemPatch {
     quantity: Option<i64>,
 }
 
+// An item as the API shows it; the row is `store::items::Item`. (A plain comment: a doc
+// comment would become the schema's description.)
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ItemPage {
-    pub items: Vec<Item>,
+#[schema(as = Item)]
+pub struct ItemView<'a> {
+    #[schema(example = 1)]
+    pub id: i64,
+    #[schema(example = "Strawberry jam")]
+    pub name: &'a str,
+    pub description: Option<&'a str>,
+    #[schema(example = 4.5)]
+    pub price: f64,
+    #[schema(example = 3)]
+    pub quantity: i64,
+    pub owner_id: i64,
+    #[schema(example = 1)]
+    pub version: i64,
+    #[serde(serialize_with = "crate::domain::time::rfc3339")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::domain::time::rfc3339")]
+    pub updated_at: DateTime<Utc>,
+}
+
+impl<'a> From<&'a Item> for ItemView<'a> {
+    fn from(item: &'a Item) -> Self {
+        ItemView {
+            id: item.id,
+            name: &item.name,
+            description: item.description.as_deref(),
+            price: item.price,
+            quantity: item.quantity,
+            owner_id: item.owner_id,
+            version: item.version,
+            created_at: item.created_at,
+            updated_at: item.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ItemPage<'a> {
+    pub items: Vec<ItemView<'a>>,
     /// Pass as `cursor` for the next page; `null` on the last page.
     pub next_cursor: Option<String>,
 }
@@ -98,13 +138,13 @@ fn item_response(status: StatusCode, item: &Item) -> StoredResponse {
     if status == StatusCode::CREATED {
         headers.push((header::LOCATION, format!("/items/{}", item.id)));
     }
-    idem::stored_json(status, &headers, item)
+    idem::stored_json(status, &headers, &ItemView::from(item))
 }
 
 fn send(status: StatusCode, item: &Item) -> Response {
     // What `idem::replay(&item_response(status, item))` answers, without the round trip
     // through the stored form (headers as JSON text, a copy of the body).
-    let body = serde_json::to_vec(item).expect("an item serialises");
+    let body = serde_json::to_vec(&ItemView::from(item)).expect("an item serialises");
     let mut response = json_answer(status, body);
     let headers = response.headers_mut();
     headers.insert(
@@ -171,7 +211,10 @@ pub async fn list_items(
     } else {
         None
     };
-    let page = ItemPage { items, next_cursor };
+    let page = ItemPage {
+        items: items.iter().map(ItemView::from).collect(),
+        next_cursor,
+    };
     let mut body = Vec::with_capacity(64 + 320 * page.items.len());
     serde_json::to_writer(&mut body, &page).expect("a page serialises");
     let body = Bytes::from(body);
@@ -197,7 +240,7 @@ fn json_answer(status: StatusCode, body: impl Into<axum::body::Body>) -> Respons
         ("If-None-Match" = Option<String>, Header, description = "Entity tags the client holds"),
     ),
     responses(
-        (status = 200, description = "The item", body = Item, headers(("ETag" = String, description = "Strong entity tag"))),
+        (status = 200, description = "The item", body = ItemView, headers(("ETag" = String, description = "Strong entity tag"))),
         (status = 304, description = "The client's copy is current", headers(("ETag" = String, description = "Strong entity tag"))),
         (status = 404, response = ItemNotFound),
         (status = 422, response = BadId),
@@ -229,7 +272,7 @@ pub async fn get_item(
         description = "A token, or a structured-field string such as `\"8e03\"`; repeats replay the first answer for 24 hours")),
     request_body(content = ItemInput, content_type = "application/json"),
     responses(
-        (status = 201, description = "The item was created", body = Item,
+        (status = 201, description = "The item was created", body = ItemView,
             headers(("Location" = String, description = "/items/{id}"), ("ETag" = String, description = "Strong entity tag")),
             links(("GetItemById" = (operation_id = "get_item", parameters(("item_id" = "$response.body#/id")))))),
         (status = 400, response = NotJson),
@@ -351,7 +394,7 @@ async fn write_item(
     ),
     request_body(content = ItemInput, content_type = "application/json"),
     responses(
-        (status = 200, description = "The new version", body = Item, headers(("ETag" = String, description = "Strong entity tag"))),
+        (status = 200, description = "The new version", body = ItemView, headers(("ETag" = String, description = "Strong entity tag"))),
         (status = 400, response = NotJson),
         (status = 401, response = Unauthorized),
         (status = 403, response = NotTheOwner),
@@ -384,7 +427,7 @@ pub async fn replace_item(
         (ItemPatch = "application/json"),
     )),
     responses(
-        (status = 200, description = "The new version", body = Item, headers(("ETag" = String, description = "Strong entity tag"))),
+        (status = 200, description = "The new version", body = ItemView, headers(("ETag" = String, description = "Strong entity tag"))),
         (status = 400, response = NotJson),
         (status = 401, response = Unauthorized),
         (status = 403, response = NotTheOwner),

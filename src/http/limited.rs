@@ -16,7 +16,7 @@ use super::openapi::{NotJsonMediaType, TooLarge};
 use crate::domain::fields::not_an_object;
 use crate::http::state::AppState;
 use crate::limits::{self, Decision};
-use crate::store::items::{self, ItemSummary};
+use crate::store::items;
 
 /// The header naming the rate-limited client.
 pub const CLIENT: HeaderName = HeaderName::from_static("client");
@@ -34,8 +34,17 @@ pub struct Valid {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Data {
-    pub data: Vec<ItemSummary>,
+pub struct Data<'a> {
+    pub data: Vec<ItemSummaryView<'a>>,
+}
+
+/// What `GET /api/data` shows of an item.
+// The row is `store::items::ItemSummary`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = ItemSummary)]
+pub struct ItemSummaryView<'a> {
+    pub id: i64,
+    pub name: &'a str,
 }
 
 /// Python's truthiness, which FastAPI's `if not body.get("required_field")` relies on.
@@ -124,6 +133,13 @@ pub async fn api_data(State(state): State<AppState>, headers: HeaderMap) -> ApiR
         Ok(data) => data,
         Err(error) => return Err(ApiError::from(error).with_headers(limit_headers)),
     };
+    let data = data
+        .iter()
+        .map(|item| ItemSummaryView {
+            id: item.id,
+            name: &item.name,
+        })
+        .collect();
     Ok((limit_headers, Json(Data { data })).into_response())
 }
 

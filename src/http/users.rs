@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -18,6 +19,34 @@ use crate::domain::user::{NewUser, Role};
 use crate::http::auth_user::AuthUser;
 use crate::http::state::AppState;
 use crate::store::users::{self, Deletion, Registration, User};
+
+/// A user as the API shows it: never the password or its hash.
+// The row is `store::users::User`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = User)]
+pub struct UserView<'a> {
+    #[schema(example = 1)]
+    pub id: i64,
+    #[schema(example = "ann@example.com")]
+    pub email: &'a str,
+    pub full_name: Option<&'a str>,
+    #[schema(example = "user")]
+    pub role: &'a str,
+    #[serde(serialize_with = "crate::domain::time::rfc3339")]
+    pub created_at: DateTime<Utc>,
+}
+
+impl<'a> From<&'a User> for UserView<'a> {
+    fn from(user: &'a User) -> Self {
+        UserView {
+            id: user.id,
+            email: &user.email,
+            full_name: user.full_name.as_deref(),
+            role: &user.role,
+            created_at: user.created_at,
+        }
+    }
+}
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -54,7 +83,7 @@ pub struct Deleted {
 #[utoipa::path(post, path = "/users", tag = "users",
     request_body(content = UserCreate, content_type = "application/json"),
     responses(
-        (status = 201, description = "The user was created", body = User,
+        (status = 201, description = "The user was created", body = UserView,
             headers(("Location" = String, description = "/users/{id}"))),
         (status = 400, response = NotJson),
         (status = 409, description = "User already exists", body = ProblemBody, content_type = "application/problem+json"),
@@ -91,7 +120,7 @@ pub async fn register(
         Registration::Created(user) => Ok((
             StatusCode::CREATED,
             [(header::LOCATION, format!("/users/{}", user.id))],
-            Json(user),
+            Json(UserView::from(&user)),
         )
             .into_response()),
         Registration::EmailTaken => Err(ApiError::conflict("User already exists")),
@@ -102,11 +131,11 @@ pub async fn register(
 #[utoipa::path(get, path = "/users/me", tag = "users",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The caller", body = User),
+        (status = 200, description = "The caller", body = UserView),
         (status = 401, response = Unauthorized),
     ))]
-pub async fn me(user: AuthUser) -> Json<User> {
-    Json(user.0)
+pub async fn me(user: AuthUser) -> Response {
+    Json(UserView::from(&user.0)).into_response()
 }
 
 /// A user: the caller themselves, or anyone for an admin.
@@ -114,7 +143,7 @@ pub async fn me(user: AuthUser) -> Json<User> {
     security(("bearer" = [])),
     params(("user_id" = i64, Path, description = "The user's id")),
     responses(
-        (status = 200, description = "The user", body = User),
+        (status = 200, description = "The user", body = UserView),
         (status = 401, response = Unauthorized),
         (status = 403, description = "Another user, and the caller is not an admin", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, response = UserNotFound),
@@ -124,16 +153,16 @@ pub async fn get_user(
     State(state): State<AppState>,
     caller: AuthUser,
     IdPath(user_id): IdPath,
-) -> ApiResult<Json<User>> {
+) -> ApiResult<Response> {
     if caller.id() == user_id {
-        return Ok(Json(caller.0));
+        return Ok(Json(UserView::from(&caller.0)).into_response());
     }
     if !caller.is_admin() {
         return Err(ApiError::forbidden("Not enough permissions"));
     }
     users::find(&state.db, user_id)
         .await?
-        .map(Json)
+        .map(|user| Json(UserView::from(&user)).into_response())
         .ok_or_else(|| ApiError::not_found("User not found"))
 }
 

@@ -2,30 +2,22 @@
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
-use utoipa::ToSchema;
 
 use super::idempotency::{self, OwnedKey, StoredResponse};
 use super::{Db, StoreResult};
 use crate::domain::item::ItemDraft;
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, ToSchema)]
+/// An item row. The API shows it through `http::items::ItemView`.
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Item {
-    #[schema(example = 1)]
     pub id: i64,
-    #[schema(example = "Strawberry jam")]
     pub name: String,
     pub description: Option<String>,
-    #[schema(example = 4.5)]
     pub price: f64,
-    #[schema(example = 3)]
     pub quantity: i64,
     pub owner_id: i64,
-    #[schema(example = 1)]
     pub version: i64,
-    #[serde(serialize_with = "crate::domain::time::rfc3339")]
     pub created_at: DateTime<Utc>,
-    #[serde(serialize_with = "crate::domain::time::rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -36,8 +28,8 @@ impl Item {
     }
 }
 
-/// What `GET /api/data` shows of an item.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, ToSchema)]
+/// What `GET /api/data` shows of an item (through `http::limited::ItemSummaryView`).
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ItemSummary {
     pub id: i64,
     pub name: String,

@@ -1,27 +1,19 @@
 //! Users: registration, lookup for login and tokens, admin deletion.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
-use utoipa::ToSchema;
 
 use super::{Db, StoreError, StoreResult, is_unique_violation};
 use crate::domain::user::{Email, Role};
 
-/// A user as the API shows it: never the password or its hash.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, ToSchema)]
+/// A user row, without the password hash. The API shows it through `http::users::UserView`.
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct User {
-    #[schema(example = 1)]
     pub id: i64,
-    #[schema(example = "ann@example.com")]
     pub email: String,
     pub full_name: Option<String>,
-    #[schema(example = "user")]
     pub role: String,
-    #[serde(serialize_with = "crate::domain::time::rfc3339")]
     pub created_at: DateTime<Utc>,
     /// Unix seconds: the user's tokens issued before it are refused (set with the password).
-    #[serde(skip)]
-    #[schema(ignore)]
     pub tokens_valid_after: i64,
 }
 
