@@ -1,13 +1,16 @@
 //! Items: public reads with entity tags, owner-only writes with `If-Match`, keyset pages and
 //! idempotent creation.
 
+use std::collections::BTreeMap;
+
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::{IntoResponses, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -17,7 +20,7 @@ use super::extract::{Body, IdPath, JsonValue, QueryParams, into_domain, query_er
 use super::idempotency::{self as idem, Begin, MaybeIdempotencyKey};
 use super::openapi::{
     BadId, BusyWriters, ItemNotFound, NotJson, NotJsonMediaType, NotMatched, NotTheOwner,
-    StillRunning, TooLarge, Unauthorized,
+    StillRunning, TooLarge, Unauthorized, shared,
 };
 use crate::domain::item::{ItemDraft, merge_patch};
 use crate::http::auth_user::AuthUser;
@@ -385,6 +388,24 @@ async fn write_item(
         .ok_or_else(ApiError::internal)
 }
 
+/// What a write to an existing item (`PUT`, `PATCH`) can be refused with, beside its 422.
+struct ItemWriteRefusals;
+
+impl IntoResponses for ItemWriteRefusals {
+    fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+        BTreeMap::from([
+            ("400".to_owned(), shared::<NotJson>()),
+            ("401".to_owned(), shared::<Unauthorized>()),
+            ("403".to_owned(), shared::<NotTheOwner>()),
+            ("404".to_owned(), shared::<ItemNotFound>()),
+            ("409".to_owned(), shared::<BusyWriters>()),
+            ("412".to_owned(), shared::<NotMatched>()),
+            ("413".to_owned(), shared::<TooLarge>()),
+            ("415".to_owned(), shared::<NotJsonMediaType>()),
+        ])
+    }
+}
+
 /// Replace an item's fields. Owner or admin only.
 #[utoipa::path(put, path = "/items/{item_id}", tag = "items",
     security(("bearer" = [])),
@@ -395,14 +416,7 @@ async fn write_item(
     request_body(content = ItemInput, content_type = "application/json"),
     responses(
         (status = 200, description = "The new version", body = ItemView, headers(("ETag" = String, description = "Strong entity tag"))),
-        (status = 400, response = NotJson),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = NotTheOwner),
-        (status = 404, response = ItemNotFound),
-        (status = 409, response = BusyWriters),
-        (status = 412, response = NotMatched),
-        (status = 413, response = TooLarge),
-        (status = 415, response = NotJsonMediaType),
+        ItemWriteRefusals,
         (status = 422, description = "Invalid fields or id", body = ValidationProblemBody, content_type = "application/problem+json"),
     ))]
 pub async fn replace_item(
@@ -428,14 +442,7 @@ pub async fn replace_item(
     )),
     responses(
         (status = 200, description = "The new version", body = ItemView, headers(("ETag" = String, description = "Strong entity tag"))),
-        (status = 400, response = NotJson),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = NotTheOwner),
-        (status = 404, response = ItemNotFound),
-        (status = 409, response = BusyWriters),
-        (status = 412, response = NotMatched),
-        (status = 413, response = TooLarge),
-        (status = 415, response = NotJsonMediaType),
+        ItemWriteRefusals,
         (status = 422, description = "The patched item is invalid, or a bad id", body = ValidationProblemBody, content_type = "application/problem+json"),
     ))]
 pub async fn patch_item(

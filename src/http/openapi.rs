@@ -109,7 +109,7 @@ shared_problems! {
 }
 
 /// A reference to a shared response component.
-fn shared<'r, R: ToResponse<'r>>() -> RefOr<Response> {
+pub fn shared<'r, R: ToResponse<'r>>() -> RefOr<Response> {
     RefOr::Ref(Ref::from_response_name(R::response().0))
 }
 
