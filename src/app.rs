@@ -91,7 +91,8 @@ fn settings_error(error: clap::Error) -> ExitCode {
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let app = Application::build(settings).await?;
-    tracing::info!(address = %app.address(), "larder is serving");
+    let address = app.address();
+    tracing::info!("larder is serving http://{address} (documentation: http://{address}/docs)");
     app.run_until(shutdown_signal()).await
 }
 

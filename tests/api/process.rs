@@ -235,6 +235,14 @@ async fn admin_create_reads_the_password_from_stdin_and_sigterm_finishes_in_flig
     .await
     .unwrap();
     assert_eq!(exit.0.code(), Some(0));
+    // The start line names where the API and its documentation are.
+    assert!(
+        exit.1.contains(&format!(
+            "larder is serving {base} (documentation: {base}/docs)"
+        )),
+        "{}",
+        exit.1
+    );
     // The access log is JSON lines with method, path, status, latency and request id.
     let line = exit
         .1
