@@ -74,8 +74,9 @@ pub fn around(
     cors: Option<CorsLayer>,
 ) -> HttpService {
     let cors = cors.map(|cors| {
-        let boxed: fn(CorsFuture) -> BoxedAnswer = box_cors_future;
-        ServiceBuilder::new().map_future(boxed).layer(cors)
+        ServiceBuilder::new()
+            .map_future(box_cors_future as fn(CorsFuture) -> BoxedAnswer)
+            .layer(cors)
     });
     ServiceBuilder::new()
         .layer(SetSensitiveRequestHeadersLayer::new([
