@@ -156,6 +156,11 @@ pub struct Settings {
     /// Comma-separated origins allowed by CORS (`*` for any); CORS is off when unset.
     #[arg(long, env = "LARDER_CORS_ORIGINS")]
     pub cors_origins: Option<String>,
+    /// Refuse an item write (`PUT`, `PATCH`, `DELETE`) without `If-Match` with 428, so no
+    /// client can overwrite a change it has not seen (RFC 6585 §3).
+    #[arg(long, env = "LARDER_REQUIRE_IF_MATCH", default_value_t = false,
+        action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub require_if_match: bool,
     /// Seconds a worker holds a job before another process may take it over.
     #[arg(long, env = "LARDER_JOB_LEASE", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub job_lease: u64,

@@ -14,11 +14,13 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::uri::PathAndQuery;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
+use futures::future::Either;
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use super::error::{ApiError, PROBLEM_JSON, Problem, problem_for_status, render_problem};
+use super::negotiation::{Produces, plainly_admits_json};
 use super::route_label::RouteLabels;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -29,6 +31,8 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 struct ContextHeaders<'a> {
     request_id: Option<&'a HeaderValue>,
     authenticated: bool,
+    /// `Accept` names something other than the common values that plainly admit JSON.
+    accept_to_check: bool,
 }
 
 impl<'a> ContextHeaders<'a> {
@@ -39,6 +43,8 @@ impl<'a> ContextHeaders<'a> {
                 seen.authenticated = true;
             } else if name == REQUEST_ID {
                 seen.request_id.get_or_insert(value);
+            } else if name == header::ACCEPT {
+                seen.accept_to_check |= !plainly_admits_json(value.as_bytes());
             }
         }
         seen
@@ -137,6 +143,8 @@ fn record_request(method: &Method, route: &str, status: StatusCode, latency: Dur
 pub struct AnswersLayer {
     /// The metrics' route labels.
     pub labels: Arc<RouteLabels>,
+    /// The media types each route answers with, for `Accept`.
+    pub produces: Arc<Produces>,
 }
 
 impl<S> Layer<S> for AnswersLayer {
@@ -146,6 +154,7 @@ impl<S> Layer<S> for AnswersLayer {
         Answers {
             inner,
             labels: self.labels.clone(),
+            produces: self.produces.clone(),
         }
     }
 }
@@ -154,6 +163,7 @@ impl<S> Layer<S> for AnswersLayer {
 pub struct Answers<S> {
     inner: S,
     labels: Arc<RouteLabels>,
+    produces: Arc<Produces>,
 }
 
 /// What the answers layer keeps of a request until its answer is ready.
@@ -189,8 +199,12 @@ where
             route: self.labels.label(request.uri().path()),
             authenticated: seen.authenticated,
         };
+        let inner = match refusal(&request, seen.accept_to_check, &self.produces) {
+            Some(refused) => Either::Right(std::future::ready(Ok(refused.into_response()))),
+            None => Either::Left(self.inner.call(request)),
+        };
         AnswersFuture {
-            inner: self.inner.call(request),
+            inner,
             started: Some(started),
         }
     }
@@ -199,7 +213,7 @@ where
 pin_project! {
     pub struct AnswersFuture<F> {
         #[pin]
-        inner: F,
+        inner: Either<F, std::future::Ready<Result<Response, Infallible>>>,
         started: Option<Started>,
     }
 }
@@ -216,6 +230,36 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for AnswersFuture<
             .expect("an answers future is not polled after it is done");
         Poll::Ready(Ok(finish(response, started)))
     }
+}
+
+/// The longest request target (path and query) larder reads: 8 KiB.
+pub const MAX_TARGET_BYTES: usize = 8 * 1024;
+
+/// What is refused before any route sees the request, in this order: a request target over
+/// [`MAX_TARGET_BYTES`] (414), a method larder does not know at all (501; a known method a
+/// path does not allow is the router's 405), and an `Accept` that admits nothing the route
+/// answers with (406).
+fn refusal(request: &Request, accept_to_check: bool, produces: &Produces) -> Option<ApiError> {
+    let uri = request.uri();
+    let target = uri
+        .path_and_query()
+        .map_or(0, |target| target.as_str().len());
+    if target > MAX_TARGET_BYTES {
+        return Some(ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "The request target is longer than 8192 bytes",
+        ));
+    }
+    if method_label(request.method()) == "other" {
+        return Some(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "The request method is not implemented",
+        ));
+    }
+    if accept_to_check && request.method() != Method::OPTIONS {
+        return produces.refusal(uri.path(), request.headers());
+    }
+    None
 }
 
 /// Everything the answers layer does to an answer on its way out.

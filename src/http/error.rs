@@ -164,7 +164,7 @@ impl ApiError {
     pub fn precondition_failed() -> Self {
         ApiError::new(
             StatusCode::PRECONDITION_FAILED,
-            "The resource has changed: If-Match does not match the current ETag",
+            "The item has changed: If-Match, If-Unmodified-Since or If-None-Match does not hold",
         )
     }
 

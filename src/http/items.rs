@@ -14,14 +14,15 @@ use utoipa::{IntoResponses, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::conditional::{has_if_match, if_match_allows, if_none_match_hits};
+use super::conditional::{Precondition, Validators, evaluate, has_if_match, last_modified};
 use super::error::{ApiError, ApiResult, ValidationProblemBody};
 use super::extract::{Body, IdPath, JsonValue, QueryParams, into_domain, query_error};
 use super::idempotency::{self as idem, Begin, MaybeIdempotencyKey};
 use super::openapi::{
-    BadId, BusyWriters, ItemNotFound, NotJson, NotJsonMediaType, NotMatched, NotTheOwner,
-    StillRunning, TooLarge, Unauthorized, shared,
+    BadId, BusyWriters, ConditionRequired, ItemNotFound, NotJson, NotJsonMediaType, NotMatched,
+    NotTheOwner, StillRunning, TooLarge, Unauthorized, shared,
 };
+use super::prefer::{PreferMinimal, minimal};
 use crate::domain::item::{ItemDraft, merge_patch};
 use crate::http::auth_user::AuthUser;
 use crate::http::state::AppState;
@@ -137,7 +138,9 @@ fn decode_cursor(cursor: &str) -> Option<i64> {
 
 /// The response of a write: the item, its `ETag`, and for a creation its `Location`.
 fn item_response(status: StatusCode, item: &Item) -> StoredResponse {
-    let mut headers = vec![(header::ETAG, item.etag())];
+    let (modified, date) = last_modified(item.updated_at);
+    let date = date.to_str().expect("an HTTP-date is text").to_owned();
+    let mut headers = vec![(header::ETAG, item.etag()), (modified, date)];
     if status == StatusCode::CREATED {
         headers.push((header::LOCATION, format!("/items/{}", item.id)));
     }
@@ -154,6 +157,8 @@ fn send(status: StatusCode, item: &Item) -> Response {
         header::ETAG,
         HeaderValue::from_str(&item.etag()).expect("etags are header text"),
     );
+    let (modified, date) = last_modified(item.updated_at);
+    headers.insert(modified, date);
     if status == StatusCode::CREATED {
         headers.insert(
             header::LOCATION,
@@ -241,11 +246,15 @@ fn json_answer(status: StatusCode, body: impl Into<axum::body::Body>) -> Respons
     params(
         ("item_id" = i64, Path, description = "The item's id"),
         ("If-None-Match" = Option<String>, Header, description = "Entity tags the client holds"),
+        ("If-Modified-Since" = Option<String>, Header, description = "An HTTP-date; 304 when the item has not changed since (ignored when If-None-Match is sent)"),
+        ("If-Match" = Option<String>, Header, description = "Answer only if the item still has this ETag"),
+        ("If-Unmodified-Since" = Option<String>, Header, description = "An HTTP-date; 412 when the item changed after it (ignored when If-Match is sent)"),
     ),
     responses(
-        (status = 200, description = "The item", body = ItemView, headers(("ETag" = String, description = "Strong entity tag"))),
+        (status = 200, description = "The item", body = ItemView, headers(("ETag" = String, description = "Strong entity tag"), ("Last-Modified" = String, description = "When the item last changed (HTTP-date)"))),
         (status = 304, description = "The client's copy is current", headers(("ETag" = String, description = "Strong entity tag"))),
         (status = 404, response = ItemNotFound),
+        (status = 412, response = NotMatched),
         (status = 422, response = BadId),
     ))]
 pub async fn get_item(
@@ -257,26 +266,38 @@ pub async fn get_item(
         .await?
         .ok_or_else(|| ApiError::not_found("Item not found"))?;
     let etag = item.etag();
-    if if_none_match_hits(&headers, &etag) {
-        let mut response = StatusCode::NOT_MODIFIED.into_response();
-        response.headers_mut().insert(
-            header::ETAG,
-            HeaderValue::from_str(&etag).expect("etags are header text"),
-        );
-        return Ok(response);
+    match evaluate(&headers, true, validators(&item, &etag)) {
+        Precondition::Holds => Ok(send(StatusCode::OK, &item)),
+        Precondition::Failed => Err(ApiError::precondition_failed()),
+        Precondition::NotModified => {
+            let mut response = StatusCode::NOT_MODIFIED.into_response();
+            response.headers_mut().insert(
+                header::ETAG,
+                HeaderValue::from_str(&etag).expect("etags are header text"),
+            );
+            Ok(response)
+        }
     }
-    Ok(send(StatusCode::OK, &item))
+}
+
+fn validators<'a>(item: &Item, etag: &'a str) -> Validators<'a> {
+    Validators {
+        etag,
+        last_modified: item.updated_at,
+    }
 }
 
 /// Create an item owned by the caller. With `Idempotency-Key`, a repeat replays the answer.
 #[utoipa::path(post, path = "/items", tag = "items",
     security(("bearer" = [])),
     params(("Idempotency-Key" = Option<String>, Header, pattern = "^[A-Za-z0-9!#$%&'*+.^_`|~:/-]{1,255}$",
-        description = "A token, or a structured-field string such as `\"8e03\"`; repeats replay the first answer for 24 hours")),
+        description = "A token, or a structured-field string such as `\"8e03\"`; repeats replay the first answer for 24 hours"),
+        ("Prefer" = Option<String>, Header, description = "`return=minimal`: the 201 comes without a body (RFC 7240)")),
     request_body(content = ItemInput, content_type = "application/json"),
     responses(
-        (status = 201, description = "The item was created", body = ItemView,
-            headers(("Location" = String, description = "/items/{id}"), ("ETag" = String, description = "Strong entity tag")),
+        (status = 201, description = "The item was created (with `Prefer: return=minimal`, no body and `Preference-Applied`)", body = ItemView,
+            headers(("Location" = String, description = "/items/{id}"), ("ETag" = String, description = "Strong entity tag"),
+                ("Last-Modified" = String, description = "When the item last changed (HTTP-date)")),
             links(("GetItemById" = (operation_id = "get_item", parameters(("item_id" = "$response.body#/id")))))),
         (status = 400, response = NotJson),
         (status = 401, response = Unauthorized),
@@ -289,6 +310,7 @@ pub async fn create_item(
     State(state): State<AppState>,
     user: AuthUser,
     MaybeIdempotencyKey(key): MaybeIdempotencyKey,
+    prefer: PreferMinimal,
     JsonValue(body): JsonValue,
 ) -> ApiResult<Response> {
     let draft: ItemDraft = into_domain(&body)?;
@@ -298,7 +320,7 @@ pub async fn create_item(
         key: key.as_str(),
     });
     if let Begin::Answer(response) = idem::begin(&state.db, key.as_ref(), &body).await? {
-        return Ok(response);
+        return Ok(minimal(prefer, response));
     }
     let new_item = NewItem {
         owner_id: user.id(),
@@ -306,7 +328,7 @@ pub async fn create_item(
         key: key.as_ref().map(KeyRef::to_owned_key),
     };
     match items::insert(&state.db, new_item, created_response).await {
-        Ok(item) => Ok(send(StatusCode::CREATED, &item)),
+        Ok(item) => Ok(minimal(prefer, send(StatusCode::CREATED, &item))),
         Err(error) => {
             idem::abandon(&state.db, key.as_ref()).await;
             Err(error.into())
@@ -337,6 +359,12 @@ async fn versioned_write(
     change: Change<'_>,
 ) -> ApiResult<Option<Item>> {
     const ATTEMPTS: usize = 5;
+    if state.settings.require_if_match && !has_if_match(headers) {
+        return Err(ApiError::new(
+            StatusCode::PRECONDITION_REQUIRED,
+            "This write must be conditional: send If-Match with the item's ETag",
+        ));
+    }
     for _ in 0..ATTEMPTS {
         let current = items::find(&state.db, item_id)
             .await?
@@ -344,7 +372,8 @@ async fn versioned_write(
         if !user.may_change(current.owner_id) {
             return Err(ApiError::forbidden("Not enough permissions"));
         }
-        if !if_match_allows(headers, &current.etag()) {
+        let etag = current.etag();
+        if evaluate(headers, false, validators(&current, &etag)) != Precondition::Holds {
             return Err(ApiError::precondition_failed());
         }
         match &change {
@@ -401,6 +430,7 @@ impl IntoResponses for ItemWriteRefusals {
             ("409".to_owned(), shared::<BusyWriters>()),
             ("412".to_owned(), shared::<NotMatched>()),
             ("413".to_owned(), shared::<TooLarge>()),
+            ("428".to_owned(), shared::<ConditionRequired>()),
             ("415".to_owned(), shared::<NotJsonMediaType>()),
         ])
     }
@@ -412,10 +442,13 @@ impl IntoResponses for ItemWriteRefusals {
     params(
         ("item_id" = i64, Path, description = "The item's id"),
         ("If-Match" = Option<String>, Header, description = "Write only if the item still has this ETag"),
+        ("If-Unmodified-Since" = Option<String>, Header, description = "An HTTP-date; 412 when the item changed after it (ignored when If-Match is sent)"),
+        ("Prefer" = Option<String>, Header, description = "`return=minimal`: answer 204 without a body (RFC 7240)"),
     ),
     request_body(content = ItemInput, content_type = "application/json"),
     responses(
-        (status = 200, description = "The new version", body = ItemView, headers(("ETag" = String, description = "Strong entity tag"))),
+        (status = 200, description = "The new version", body = ItemView, headers(("ETag" = String, description = "Strong entity tag"), ("Last-Modified" = String, description = "When the item last changed (HTTP-date)"))),
+        (status = 204, description = "The new version was stored; `Prefer: return=minimal` asked for no body", headers(("ETag" = String, description = "Strong entity tag"), ("Preference-Applied" = String, description = "return=minimal"))),
         ItemWriteRefusals,
         (status = 422, description = "Invalid fields or id", body = ValidationProblemBody, content_type = "application/problem+json"),
     ))]
@@ -424,9 +457,11 @@ pub async fn replace_item(
     user: AuthUser,
     IdPath(item_id): IdPath,
     headers: HeaderMap,
+    prefer: PreferMinimal,
     Body(draft): Body<ItemDraft>,
 ) -> ApiResult<Response> {
-    write_item(&state, &user, item_id, &headers, |_| Ok(draft.clone())).await
+    let written = write_item(&state, &user, item_id, &headers, |_| Ok(draft.clone())).await?;
+    Ok(minimal(prefer, written))
 }
 
 /// Change some of an item's fields with a JSON merge patch (RFC 7396). Owner or admin only.
@@ -435,13 +470,16 @@ pub async fn replace_item(
     params(
         ("item_id" = i64, Path, description = "The item's id"),
         ("If-Match" = Option<String>, Header, description = "Write only if the item still has this ETag"),
+        ("If-Unmodified-Since" = Option<String>, Header, description = "An HTTP-date; 412 when the item changed after it (ignored when If-Match is sent)"),
+        ("Prefer" = Option<String>, Header, description = "`return=minimal`: answer 204 without a body (RFC 7240)"),
     ),
     request_body(content(
         (ItemPatch = "application/merge-patch+json"),
         (ItemPatch = "application/json"),
     )),
     responses(
-        (status = 200, description = "The new version", body = ItemView, headers(("ETag" = String, description = "Strong entity tag"))),
+        (status = 200, description = "The new version", body = ItemView, headers(("ETag" = String, description = "Strong entity tag"), ("Last-Modified" = String, description = "When the item last changed (HTTP-date)"))),
+        (status = 204, description = "The new version was stored; `Prefer: return=minimal` asked for no body", headers(("ETag" = String, description = "Strong entity tag"), ("Preference-Applied" = String, description = "return=minimal"))),
         ItemWriteRefusals,
         (status = 422, description = "The patched item is invalid, or a bad id", body = ValidationProblemBody, content_type = "application/problem+json"),
     ))]
@@ -450,9 +488,10 @@ pub async fn patch_item(
     user: AuthUser,
     IdPath(item_id): IdPath,
     headers: HeaderMap,
+    prefer: PreferMinimal,
     JsonValue(patch): JsonValue,
 ) -> ApiResult<Response> {
-    write_item(&state, &user, item_id, &headers, |current| {
+    let written = write_item(&state, &user, item_id, &headers, |current| {
         let document = serde_json::json!({
             "name": current.name,
             "description": current.description,
@@ -461,7 +500,8 @@ pub async fn patch_item(
         });
         into_domain(&merge_patch(document, &patch))
     })
-    .await
+    .await?;
+    Ok(minimal(prefer, written))
 }
 
 /// Delete an item. Owner or admin only; answers 204 with no body.
@@ -470,6 +510,7 @@ pub async fn patch_item(
     params(
         ("item_id" = i64, Path, description = "The item's id"),
         ("If-Match" = Option<String>, Header, description = "Delete only if the item still has this ETag"),
+        ("If-Unmodified-Since" = Option<String>, Header, description = "An HTTP-date; 412 when the item changed after it (ignored when If-Match is sent)"),
     ),
     responses(
         (status = 204, description = "The item was deleted"),
@@ -479,6 +520,7 @@ pub async fn patch_item(
         (status = 409, response = BusyWriters),
         (status = 412, response = NotMatched),
         (status = 422, response = BadId),
+        (status = 428, response = ConditionRequired),
     ))]
 pub async fn delete_item(
     State(state): State<AppState>,

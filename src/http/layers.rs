@@ -45,6 +45,7 @@ use tower_http::timeout::{Timeout, TimeoutLayer};
 
 use super::answers::{Answers, AnswersLayer};
 use super::error::ApiError;
+use super::negotiation::Produces;
 use super::route_label::RouteLabels;
 
 /// The whole service, as the accept loop serves it. Named, not boxed: a boxed service is
@@ -70,6 +71,7 @@ fn box_cors_future(future: CorsFuture) -> BoxedAnswer {
 pub fn around(
     router: Router,
     labels: RouteLabels,
+    produces: Produces,
     timeout: Duration,
     cors: Option<CorsLayer>,
 ) -> HttpService {
@@ -84,6 +86,7 @@ pub fn around(
         ]))
         .layer(AnswersLayer {
             labels: Arc::new(labels),
+            produces: Arc::new(produces),
         })
         .option_layer(cors)
         .layer(TimeoutLayer::with_status_code(

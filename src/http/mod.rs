@@ -12,8 +12,10 @@ pub mod items;
 pub mod jobs;
 pub mod layers;
 pub mod limited;
+pub mod negotiation;
 pub mod openapi;
 pub mod ops;
+pub mod prefer;
 pub mod route_label;
 pub mod state;
 pub mod users;
@@ -68,6 +70,9 @@ pub fn service(state: AppState, extra: ExtraRoutes) -> HttpService {
     ]);
     templates.extend(extra.templates);
     let labels = RouteLabels::new(templates.iter().map(String::as_str));
+    let produces = negotiation::Produces::from_openapi(
+        &serde_json::to_value(&openapi).expect("the OpenAPI document is JSON"),
+    );
     let docs = Router::from(SwaggerUi::new(DOCS_PATH).url(OPENAPI_PATH, openapi))
         .layer(axum::middleware::map_response(docs_security_headers));
     let timeout = state.settings.request_timeout();
@@ -77,7 +82,7 @@ pub fn service(state: AppState, extra: ExtraRoutes) -> HttpService {
         .merge(extra.router)
         .fallback(answers::not_found)
         .with_state(state);
-    layers::around(router, labels, timeout, cors)
+    layers::around(router, labels, produces, timeout, cors)
 }
 
 /// The docs page runs larder's own scripts only and may not be framed (clickjacking).

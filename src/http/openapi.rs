@@ -19,7 +19,7 @@ use super::error::{FieldErrorSchema, PROBLEM_JSON, ProblemBody, ValidationProble
         responses(
             NotJson, Unauthorized, NotTheOwner, ItemNotFound, UserNotFound, BusyWriters,
             StillRunning, NotMatched, TooLarge, NotJsonMediaType, BadId,
-            ServerError, Unavailable, DiskFull,
+            ServerError, Unavailable, DiskFull, NotAcceptable, UriTooLong, ConditionRequired,
         ),
     ),
     modifiers(&BearerScheme),
@@ -48,7 +48,8 @@ impl Modify for BearerScheme {
 
 /// Any operation can meet a fault: 500 (a database error, a panic) and 503 (the database
 /// cannot be reached, the pool is exhausted, the request timed out, the database file is
-/// gone or unwritable); every operation that writes, 507 (the disk is full). Listed once,
+/// gone or unwritable); every operation that writes, 507 (the disk is full). Any request
+/// can be refused before routing: 406 (`Accept`) and 414 (the request target). Listed once,
 /// here, for every operation instead of in each annotation; applied once the handlers'
 /// paths have been collected (see `http::api`).
 pub struct ServerFaults;
@@ -98,7 +99,10 @@ shared_problems! {
     UserNotFound: "ProblemBody", "User not found";
     BusyWriters: "ProblemBody", "The item is being changed by others, try again";
     StillRunning: "ProblemBody", "The first request with this Idempotency-Key is still running";
-    NotMatched: "ProblemBody", "If-Match does not match the current ETag";
+    NotMatched: "ProblemBody", "A precondition does not hold: If-Match does not match the current ETag, the item changed after If-Unmodified-Since, or (on a write) If-None-Match matches";
+    ConditionRequired: "ProblemBody", "LARDER_REQUIRE_IF_MATCH is on and the write has no If-Match";
+    NotAcceptable: "ProblemBody", "Accept admits none of the media types the operation answers with";
+    UriTooLong: "ProblemBody", "The request target is longer than 8192 bytes";
     TooLarge: "ProblemBody", "The body is too large";
     NotJsonMediaType: "ProblemBody", "The body is not application/json";
     BadId: "ValidationProblemBody", "The id is not an integer";
@@ -148,6 +152,12 @@ impl Modify for ServerFaults {
                 responses
                     .entry("503".to_string())
                     .or_insert_with(shared::<Unavailable>);
+                responses
+                    .entry("406".to_string())
+                    .or_insert_with(shared::<NotAcceptable>);
+                responses
+                    .entry("414".to_string())
+                    .or_insert_with(shared::<UriTooLong>);
             }
         }
     }

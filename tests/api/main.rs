@@ -14,6 +14,7 @@ mod jobs;
 mod limits;
 mod openapi;
 mod process;
+mod statuses;
 mod storage;
 mod throttles;
 
