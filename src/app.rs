@@ -16,7 +16,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::password;
 use crate::auth::token::Tokens;
-use crate::config::{AdminCommand, AdminCreate, Cli, Command, DatabaseUrl, Settings};
+use crate::config::{
+    AdminCommand, AdminCreate, BackupArgs, Cli, Command, DatabaseSettings, DatabaseUrl, Settings,
+};
 use crate::domain::user::{Email, Password};
 use crate::http::state::{AppContext, AppState};
 use crate::limits::Limits;
@@ -48,6 +50,20 @@ pub fn main() -> ExitCode {
                 crate::telemetry::init_logging(&settings.log_level, settings.log_format);
             runtime.block_on(serve(*settings))
         }
+        Command::Migrate(database) => runtime.block_on(migrate(database)),
+        Command::Check(settings) => {
+            return match runtime.block_on(check(*settings)) {
+                Ok(report) => {
+                    println!("larder check: {report}");
+                    ExitCode::SUCCESS
+                }
+                Err(problem) => {
+                    eprintln!("larder check: {problem}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Command::Backup(args) => runtime.block_on(backup(args)),
         Command::Admin {
             action: AdminCommand::Create(args),
         } => match admin_from_stdin(&args) {
@@ -94,6 +110,63 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let address = app.address();
     tracing::info!("larder is serving http://{address} (documentation: http://{address}/docs)");
     app.run_until(shutdown_signal()).await
+}
+
+/// `larder migrate`: apply the pending migrations, say where the schema is, exit.
+async fn migrate(mut database: DatabaseSettings) -> anyhow::Result<()> {
+    database.no_migrate = false;
+    let db = Db::connect(&database)
+        .await
+        .context("migrating the database")?;
+    let version = db.schema_version().await?;
+    db.close().await;
+    println!("larder migrate: the database is at {version}");
+    Ok(())
+}
+
+/// `larder check`: the settings, then the database (reached, its schema version; a SQLite
+/// file not made yet is fine, `serve` or `migrate` makes it), then Redis when set. One line
+/// either way; nothing is created or migrated.
+async fn check(settings: Settings) -> Result<String, String> {
+    settings
+        .check()
+        .map_err(|problem| format!("invalid settings: {problem}"))?;
+    let url = &settings.database.database_url;
+    let database = match Db::sqlite_path(url) {
+        Some(path) if !path.exists() => format!(
+            "database {} does not exist yet (serve or migrate creates it)",
+            path.display()
+        ),
+        _ => {
+            let db = Db::open(&settings.database, store::schema::OnOpen::AsItIs)
+                .await
+                .map_err(|error| format!("cannot open the database: {error}"))?;
+            let version = db.schema_version().await;
+            db.close().await;
+            let version = version.map_err(|error| format!("cannot read the database: {error}"))?;
+            format!("database reachable, {version}")
+        }
+    };
+    let redis = match &settings.redis_url {
+        Some(url) => {
+            crate::limits::redis::ping(url)
+                .await
+                .map_err(|error| format!("cannot reach Redis: {error:#}"))?;
+            "; Redis reachable"
+        }
+        None => "",
+    };
+    Ok(format!("settings ok; {database}{redis}"))
+}
+
+/// `larder backup --to PATH`: a consistent copy of the live SQLite database.
+async fn backup(args: BackupArgs) -> anyhow::Result<()> {
+    let bytes = store::schema::backup(&args.database.database_url, &args.to).await?;
+    println!(
+        "larder backup: {} written ({bytes} bytes, integrity ok)",
+        args.to.display()
+    );
+    Ok(())
 }
 
 async fn shutdown_signal() {

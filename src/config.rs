@@ -24,6 +24,12 @@ pub struct Cli {
 pub enum Command {
     /// Serve the HTTP API.
     Serve(Box<Settings>),
+    /// Apply the database migrations and exit (deploy pipelines; then `serve --no-migrate`).
+    Migrate(DatabaseSettings),
+    /// Check the settings and reach the database (and Redis): exit 0, or one line and exit 1.
+    Check(Box<Settings>),
+    /// Copy a live SQLite database to a new file: a consistent snapshot, taken while it serves.
+    Backup(BackupArgs),
     /// Administrative tasks.
     Admin {
         #[command(subcommand)]
@@ -49,6 +55,15 @@ pub struct AdminCreate {
     pub database: DatabaseSettings,
 }
 
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The file to write; it must not exist yet.
+    #[arg(long)]
+    pub to: std::path::PathBuf,
+    #[command(flatten)]
+    pub database: DatabaseSettings,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseSettings {
     /// Database URL: `sqlite://path.db` (created if missing) or `postgres://...`.
@@ -67,6 +82,12 @@ pub struct DatabaseSettings {
     /// SQLite durability: `full` survives power loss, `normal` may lose the last commits on power loss.
     #[arg(long, env = "LARDER_SQLITE_SYNC", value_enum, default_value_t = SqliteSync::Full)]
     pub sqlite_sync: SqliteSync,
+    /// Do not apply migrations at start; refuse to start on a schema that is behind
+    /// (`larder migrate` applies them).
+    #[arg(long, env = "LARDER_NO_MIGRATE", default_value_t = false,
+        action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_migrate: bool,
 }
 
 impl DatabaseSettings {

@@ -195,6 +195,21 @@ impl Connection {
     }
 }
 
+/// Connects to `url` and sends `PING` (`larder check`), within a few seconds.
+pub async fn ping(url: &str) -> anyhow::Result<()> {
+    let client = redis::Client::open(url)?;
+    let answer = tokio::time::timeout(CONNECT_TIMEOUT * 2, async {
+        let mut connection = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("no answer within {:?}", CONNECT_TIMEOUT * 2))??;
+    anyhow::ensure!(answer == "PONG", "PING was answered {answer:?}");
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

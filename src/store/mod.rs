@@ -57,9 +57,11 @@ pub mod cache;
 pub mod idempotency;
 pub mod items;
 pub mod jobs;
+pub mod schema;
 pub mod storage;
 pub mod users;
 
+use schema::OnOpen;
 use storage::{DatabaseFile, StorageHealth, StorageProblem};
 
 /// SQLite keeps one writer connection (SQLite allows one writer at a time anyway, and a single
@@ -179,8 +181,19 @@ pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
 }
 
 impl Db {
-    /// Opens the pools and applies the migrations of the backend the URL names.
+    /// Opens the pools and applies the migrations of the backend the URL names (with
+    /// `--no-migrate`: refuses a schema that is behind).
     pub async fn connect(settings: &DatabaseSettings) -> StoreResult<Db> {
+        let on_open = if settings.no_migrate {
+            OnOpen::RequireCurrent
+        } else {
+            OnOpen::Migrate
+        };
+        Db::open(settings, on_open).await
+    }
+
+    /// Opens the pools, doing `on_open` about the schema.
+    pub async fn open(settings: &DatabaseSettings, on_open: OnOpen) -> StoreResult<Db> {
         let timeout = settings.pool_timeout();
         let db = match &settings.database_url {
             DatabaseUrl::Sqlite(url) => {
@@ -216,7 +229,13 @@ impl Db {
                     // Only an in-memory database is made by the pool itself.
                     .connect_with(options.clone().create_if_missing(file.is_none()))
                     .await?;
-                sqlx::migrate!("migrations/sqlite").run(&writer).await?;
+                match on_open {
+                    OnOpen::Migrate => schema::SQLITE.run(&writer).await?,
+                    OnOpen::RequireCurrent => {
+                        schema::require_current(schema::sqlite_version(&writer).await?)?
+                    }
+                    OnOpen::AsItIs => {}
+                }
                 let reader = SqlitePoolOptions::new()
                     .max_connections(settings.pool_size)
                     .min_connections(settings.pool_size)
@@ -251,7 +270,13 @@ impl Db {
                     })
                     .connect(url)
                     .await?;
-                sqlx::migrate!("migrations/postgres").run(&pool).await?;
+                match on_open {
+                    OnOpen::Migrate => schema::POSTGRES.run(&pool).await?,
+                    OnOpen::RequireCurrent => {
+                        schema::require_current(schema::postgres_version(&pool).await?)?
+                    }
+                    OnOpen::AsItIs => {}
+                }
                 let health = Arc::new(StorageHealth::default());
                 Db::Postgres(PostgresDb { pool, health })
             }
@@ -333,6 +358,14 @@ impl Db {
                 .await?
         });
         Ok(id)
+    }
+
+    /// How far the database's schema is from this binary's.
+    pub async fn schema_version(&self) -> StoreResult<schema::SchemaVersion> {
+        match self {
+            Db::Sqlite(sqlite) => schema::sqlite_version(&sqlite.reader).await,
+            Db::Postgres(postgres) => schema::postgres_version(&postgres.pool).await,
+        }
     }
 
     /// The file a SQLite database lives in, if it is one.

@@ -13,6 +13,7 @@ mod items;
 mod jobs;
 mod limits;
 mod openapi;
+mod operations;
 mod process;
 mod statuses;
 mod storage;
