@@ -342,7 +342,8 @@ impl Application {
     }
 }
 
-/// The job workers, and on PostgreSQL the listener that wakes them for jobs stored by any process.
+/// The job workers, on PostgreSQL the listener that wakes them for jobs stored by any process
+/// (and tells the followers of jobs' events), and the retention sweep.
 fn start_jobs(state: &AppState, stop: &CancellationToken) -> Vec<JoinHandle<()>> {
     use crate::jobs::worker;
     let config = worker::WorkerConfig {
@@ -352,15 +353,20 @@ fn start_jobs(state: &AppState, stop: &CancellationToken) -> Vec<JoinHandle<()>>
         kinds: state.jobs.kinds.clone(),
     };
     let mut tasks = worker::spawn_workers(config, state.settings.workers, stop.clone());
-    if let Db::Postgres(postgres) = &state.db
-        && state.settings.workers > 0
-    {
+    // Even without workers: the followers of a job's events hear other processes through it.
+    if let Db::Postgres(postgres) = &state.db {
         tasks.push(worker::spawn_listener(
             postgres.pool.clone(),
             state.jobs.wake.clone(),
+            postgres.job_events.clone(),
             stop.clone(),
         ));
     }
+    tasks.push(tokio::spawn(crate::jobs::sweep_expired(
+        state.db.clone(),
+        state.settings.job_retention,
+        stop.clone(),
+    )));
     tasks
 }
 
