@@ -311,6 +311,7 @@ impl Application {
         let header_timeout = Duration::from_secs(self.state.settings.header_timeout);
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let max_connections = self.state.settings.max_connections();
+        let closing = self.state.jobs.closing.clone();
         let server = crate::server::serve(
             self.listener,
             self.service,
@@ -318,6 +319,8 @@ impl Application {
             max_connections,
             async move {
                 shutdown.await;
+                // Endless answers (job event streams) end now, so their connections close.
+                closing.cancel();
                 let _ = stopping_tx.send(());
             },
         );

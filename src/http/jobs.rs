@@ -616,7 +616,8 @@ const FOLLOW_BATCH: i64 = 500;
 /// `id` is the chunk's number; data: `ProgressEvent`), then one `status` event (data: the
 /// job, as `GET /jobs/{job_id}` shows it), then the stream ends. Without `Last-Event-ID`, a
 /// job not yet finished replays its chunks from the first, a finished one sends only its
-/// status; with it, the stream resumes after that chunk.
+/// status; with it, the stream resumes after that chunk. A server shutting down ends the
+/// stream without a status event (a client reconnects with `Last-Event-ID`).
 #[utoipa::path(get, path = "/jobs/{job_id}/events", tag = "jobs",
     security(("bearer" = [])),
     params(
@@ -659,6 +660,7 @@ pub async fn job_events(
         after,
         pending: VecDeque::new(),
         changes,
+        closing: state.jobs.closing.clone(),
         ended: false,
     };
     let stream = futures::stream::unfold(follow, |mut follow| async move {
@@ -677,6 +679,8 @@ struct Follow {
     after: i64,
     pending: VecDeque<Event>,
     changes: tokio::sync::broadcast::Receiver<Uuid>,
+    /// The server is shutting down: end the stream.
+    closing: tokio_util::sync::CancellationToken,
     ended: bool,
 }
 
@@ -688,7 +692,7 @@ impl Follow {
             if let Some(event) = self.pending.pop_front() {
                 return Some(event);
             }
-            if self.ended {
+            if self.ended || self.closing.is_cancelled() {
                 return None;
             }
             // The status first: once it says finished, every chunk is committed already.
@@ -760,6 +764,7 @@ impl Follow {
         tokio::select! {
             () = changed => {}
             () = tokio::time::sleep(FOLLOW_POLL) => {}
+            () = self.closing.cancelled() => {}
         }
     }
 }

@@ -86,6 +86,9 @@ pub const MAX_ATTEMPTS: i32 = 5;
 pub struct Queue {
     pub wake: Arc<Notify>,
     pub kinds: Kinds,
+    /// Cancelled when the server begins to shut down: followers of a job's events let go
+    /// (their connection would otherwise hold the shutdown for the whole grace period).
+    pub closing: CancellationToken,
 }
 
 impl Queue {

@@ -277,6 +277,69 @@ async fn a_running_import_stops_after_its_chunk(backend: Backend) {
     assert_eq!(job(&app, &user, id).await, done);
 }
 
+/// The cancel is in the database: its worker died (as under `kill -9`) after the request was
+/// taken, and the worker that takes the job over after the lease cancels it instead of
+/// running it, counting what was committed.
+async fn a_cancel_outlives_the_worker_that_held_the_job(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |settings| {
+        keep_tokens(settings);
+        settings.workers = 0;
+    })
+    .await;
+    let user = app.user().await;
+    let id = submit(&app, &user, &rows("orphan", 2500)).await;
+    let claimed = larder::store::jobs::claim(&app.state.db, "dead-worker", 300)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.id, id);
+    let drafts: Vec<_> = rows("orphan", 1000)
+        .iter()
+        .enumerate()
+        .map(|(i, row)| larder::store::jobs::ImportRow {
+            index: i as i64,
+            draft: larder::domain::item::ItemDraft::try_from(row).unwrap(),
+        })
+        .collect();
+    let chunk = larder::store::jobs::Chunk {
+        rows: &drafts,
+        rejections: &[],
+        done: 1000,
+        rejected_count: 0,
+    };
+    let held =
+        larder::store::jobs::commit_chunk(&app.state.db, &claimed, "dead-worker", 300, &chunk)
+            .await
+            .unwrap();
+    assert_eq!(
+        held,
+        larder::store::jobs::Held::Yes {
+            cancel_requested: false
+        }
+    );
+    let response = cancel(&app, &user, id).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_eq!(response.json::<Value>().await.unwrap()["status"], "running");
+    // The process that took the request goes away; another takes the job over.
+    let app = app
+        .restart(|settings| {
+            keep_tokens(settings);
+            settings.workers = 1;
+        })
+        .await;
+    let done = wait_for(&app, &user, id, Duration::from_secs(20), finished).await;
+    assert_eq!(done["status"], "cancelled", "{done}");
+    assert_eq!(done["progress"], json!({"done": 1000, "total": 2500}));
+    assert_eq!(done["result"]["created_count"], 1000);
+    assert_eq!(item_rows(&app.database_url, id).await, (1000, 1000));
+    // The dead worker's late chunk is refused.
+    let late =
+        larder::store::jobs::commit_chunk(&app.state.db, &claimed, "dead-worker", 300, &chunk)
+            .await
+            .unwrap();
+    assert_eq!(late, larder::store::jobs::Held::Lost);
+}
+
 /// PostgreSQL, several processes: the cancel is taken by a process that does not run the job.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
@@ -449,6 +512,24 @@ async fn events_reach_a_follower_in_another_process() {
     second.stop().await;
 }
 
+async fn a_follower_is_let_go_at_shutdown(backend: Backend) {
+    let mut app = TestApp::spawn_with(backend, |settings| settings.workers = 0).await;
+    let user = app.user().await;
+    let id = submit(&app, &user, &rows("never", 1)).await;
+    let stream = events(&app, &user, id, None).await;
+    let reading = tokio::spawn(read_events(stream));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The stream of a job that never moves ends at shutdown, not after the grace period.
+    let started = Instant::now();
+    app.shutdown().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    assert!(reading.await.unwrap().is_empty());
+}
+
 async fn finished_jobs_expire_after_the_retention(backend: Backend) {
     let app = TestApp::spawn_with(backend, |settings| {
         settings.job_retention = Duration::from_millis(800);
@@ -595,6 +676,8 @@ both_backends!(
     jobs_are_listed_newest_first_in_keyset_pages,
     a_queued_job_is_cancelled_at_once,
     a_running_import_stops_after_its_chunk,
+    a_cancel_outlives_the_worker_that_held_the_job,
+    a_follower_is_let_go_at_shutdown,
     events_stream_each_chunk_then_the_status,
     events_resume_after_the_last_event_id,
     finished_jobs_expire_after_the_retention,
