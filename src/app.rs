@@ -384,6 +384,7 @@ impl Application {
         let header_timeout = Duration::from_secs(self.state.settings.header_timeout);
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let max_connections = self.state.settings.max_connections();
+        let closing = self.state.jobs.closing.clone();
         let server = crate::server::serve(
             self.listener,
             self.service,
@@ -391,6 +392,8 @@ impl Application {
             max_connections,
             async move {
                 shutdown.await;
+                // Endless answers (job event streams) end now, so their connections close.
+                closing.cancel();
                 let _ = stopping_tx.send(());
             },
         );
@@ -415,7 +418,8 @@ impl Application {
     }
 }
 
-/// The job workers, and on PostgreSQL the listener that wakes them for jobs stored by any process.
+/// The job workers, on PostgreSQL the listener that wakes them for jobs stored by any process
+/// (and tells the followers of jobs' events), and the retention sweep.
 fn start_jobs(state: &AppState, stop: &CancellationToken) -> Vec<JoinHandle<()>> {
     use crate::jobs::worker;
     let config = worker::WorkerConfig {
@@ -425,15 +429,20 @@ fn start_jobs(state: &AppState, stop: &CancellationToken) -> Vec<JoinHandle<()>>
         kinds: state.jobs.kinds.clone(),
     };
     let mut tasks = worker::spawn_workers(config, state.settings.workers, stop.clone());
-    if let Db::Postgres(postgres) = &state.db
-        && state.settings.workers > 0
-    {
+    // Even without workers: the followers of a job's events hear other processes through it.
+    if let Db::Postgres(postgres) = &state.db {
         tasks.push(worker::spawn_listener(
             postgres.pool.clone(),
             state.jobs.wake.clone(),
+            postgres.job_events.clone(),
             stop.clone(),
         ));
     }
+    tasks.push(tokio::spawn(crate::jobs::sweep_expired(
+        state.db.clone(),
+        state.settings.job_retention,
+        stop.clone(),
+    )));
     tasks
 }
 

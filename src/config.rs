@@ -185,6 +185,10 @@ pub struct Settings {
     /// Seconds a worker holds a job before another process may take it over.
     #[arg(long, env = "LARDER_JOB_LEASE", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub job_lease: u64,
+    /// How long a finished job is kept (e.g. `7d`, `12h`, `30m`, `90s`, `500ms`); after it,
+    /// `GET /jobs/{id}` is 410 and only the id is remembered.
+    #[arg(long, env = "LARDER_JOB_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    pub job_retention: Duration,
 }
 
 impl Settings {
@@ -362,6 +366,34 @@ impl FromStr for TrustedProxies {
     }
 }
 
+/// A whole number and a unit: `ms`, `s` (or none), `m`, `h` or `d`.
+fn duration_of(text: &str) -> Option<Duration> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (amount, unit) = text.split_at(split);
+    let amount: u64 = amount.parse().ok()?;
+    let seconds = |per: u64| amount.checked_mul(per).map(Duration::from_secs);
+    match unit {
+        "ms" => Some(Duration::from_millis(amount)),
+        "" | "s" => seconds(1),
+        "m" => seconds(60),
+        "h" => seconds(3600),
+        "d" => seconds(86_400),
+        _ => None,
+    }
+}
+
+/// A positive duration such as `7d`, `12h`, `30m`, `90s` or `500ms` (as in the rate limits).
+fn parse_duration(value: &str) -> Result<Duration, String> {
+    match duration_of(value.trim()) {
+        Some(duration) if !duration.is_zero() => Ok(duration),
+        _ => Err(format!(
+            "expected a positive duration such as 7d, 12h, 30m, 90s or 500ms, got {value:?}"
+        )),
+    }
+}
+
 /// `requests/window`, e.g. `100/60s`, `10/1m`, `5/500ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimitSpec {
@@ -383,19 +415,7 @@ impl FromStr for RateLimitSpec {
         let malformed = || format!("expected REQUESTS/WINDOW such as 100/60s, got {value:?}");
         let (requests, window) = value.split_once('/').ok_or_else(malformed)?;
         let requests: u32 = requests.trim().parse().map_err(|_| malformed())?;
-        let window = window.trim();
-        let split = window
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(window.len());
-        let (amount, unit) = window.split_at(split);
-        let amount: u64 = amount.parse().map_err(|_| malformed())?;
-        let window = match unit {
-            "ms" => Duration::from_millis(amount),
-            "" | "s" => Duration::from_secs(amount),
-            "m" => Duration::from_secs(amount.checked_mul(60).ok_or_else(malformed)?),
-            "h" => Duration::from_secs(amount.checked_mul(3600).ok_or_else(malformed)?),
-            _ => return Err(malformed()),
-        };
+        let window = duration_of(window.trim()).ok_or_else(malformed)?;
         if requests == 0 || window.is_zero() {
             return Err(format!(
                 "requests and window must be positive, got {value:?}"
@@ -422,6 +442,17 @@ mod tests {
             "5/250ms".parse::<RateLimitSpec>().unwrap().window,
             Duration::from_millis(250)
         );
+    }
+
+    #[test]
+    fn durations_take_a_unit() {
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        for bad in ["", "0s", "d", "1w", "-1d", "1.5h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

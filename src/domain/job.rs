@@ -1,4 +1,5 @@
-//! A job's life: queued → running → succeeded or failed (a retry puts it back to queued).
+//! A job's life: queued → running → succeeded or failed (a retry puts it back to queued);
+//! cancelled from queued at once, or from running after its current chunk.
 
 use std::fmt;
 
@@ -11,15 +12,32 @@ pub enum JobStatus {
     Running,
     Succeeded,
     Failed,
+    Cancelled,
 }
 
 impl JobStatus {
-    pub const ALL: [JobStatus; 4] = [
+    pub const ALL: [JobStatus; 5] = [
         JobStatus::Queued,
         JobStatus::Running,
         JobStatus::Succeeded,
         JobStatus::Failed,
+        JobStatus::Cancelled,
     ];
+
+    /// The status named `name`, if any.
+    pub fn parse(name: &str) -> Option<JobStatus> {
+        JobStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == name)
+    }
+
+    /// Whether the job has ended for good (succeeded, failed or cancelled).
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
 
     /// The name stored and shown (`"queued"`, …).
     pub fn as_str(self) -> &'static str {
@@ -28,6 +46,7 @@ impl JobStatus {
             JobStatus::Running => "running",
             JobStatus::Succeeded => "succeeded",
             JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
         }
     }
 }
@@ -42,10 +61,7 @@ impl TryFrom<String> for JobStatus {
     type Error = String;
 
     fn try_from(value: String) -> Result<Self, Self::Error> {
-        JobStatus::ALL
-            .into_iter()
-            .find(|status| status.as_str() == value)
-            .ok_or_else(|| format!("unknown job status {value:?}"))
+        JobStatus::parse(&value).ok_or_else(|| format!("unknown job status {value:?}"))
     }
 }
 
@@ -59,5 +75,6 @@ mod tests {
             assert_eq!(JobStatus::try_from(status.as_str().to_string()), Ok(status));
         }
         assert!(JobStatus::try_from("done".to_string()).is_err());
+        assert!(JobStatus::Cancelled.is_finished() && !JobStatus::Running.is_finished());
     }
 }

@@ -1,19 +1,23 @@
-//! Background processing: `POST /process` and `GET /jobs/{job_id}`.
+//! Background processing: `POST /process`, `GET /jobs` and `GET /jobs/{job_id}`, its
+//! cancellation and its events (Server-Sent Events).
 //!
 //! `POST /process` answers 202 only once the job row is committed. Its body may be large
 //! (`LARDER_IMPORT_MAX_BODY`, 64 MiB by default, instead of `LARDER_MAX_BODY`), so it is never
 //! turned into a `serde_json::Value`: the top level is split into raw members, and the raw
 //! `items` array text is stored as the job's payload for the worker to parse chunk by chunk.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
-use axum::response::Response;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use futures::Stream;
 use serde::Serialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -24,10 +28,12 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::error::{ApiError, ApiResult, FieldError, ProblemBody, ValidationProblemBody};
-use super::extract::{UuidPath, is_json_body, missing_body, read_limited};
+use super::extract::{
+    QueryParams, UuidPath, is_json_body, missing_body, query_error, read_limited,
+};
 use super::idempotency::{self as idem, Begin, MaybeIdempotencyKey};
 use super::items::ItemInput;
-use super::openapi::{NotJson, NotJsonMediaType, StillRunning, Unauthorized};
+use super::openapi::{BadJobId, JobExpired, NotJson, NotJsonMediaType, StillRunning, Unauthorized};
 use crate::domain::fields::not_an_object;
 use crate::domain::job::JobStatus;
 use crate::http::auth_user::AuthUser;
@@ -35,7 +41,8 @@ use crate::http::state::AppState;
 use crate::jobs::kinds::IMPORT_ITEMS;
 use crate::jobs::{Kinds, MAX_ATTEMPTS};
 use crate::store::idempotency::KeyRef;
-use crate::store::jobs::{self, Enqueued, Job, NewJob};
+use crate::store::jobs::{self, Cancel, Enqueued, Job, JobFilter, NewJob};
+use crate::store::{Db, now_millis};
 
 /// Seconds a client over its job quota is told to wait: about one import's run.
 const QUOTA_RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -43,7 +50,10 @@ const QUOTA_RETRY_AFTER: Duration = Duration::from_secs(5);
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_job))
+        .routes(routes!(list_jobs))
         .routes(routes!(get_job))
+        .routes(routes!(cancel_job))
+        .routes(routes!(job_events))
 }
 
 /// What `POST /process` accepts.
@@ -85,7 +95,8 @@ pub struct Progress {
 }
 
 /// Where a job is in its life: `queued` → `running` → `succeeded` or `failed` (a retry goes
-/// back to `queued`).
+/// back to `queued`); `cancelled` from `queued` at once, or from `running` after its current
+/// chunk.
 #[derive(ToSchema)]
 #[schema(as = JobStatus, example = "running")]
 #[allow(dead_code, non_camel_case_types)]
@@ -94,6 +105,7 @@ enum JobStatusSchema {
     running,
     succeeded,
     failed,
+    cancelled,
 }
 
 /// A job as `GET /jobs/{job_id}` shows it.
@@ -108,7 +120,8 @@ pub struct JobView {
     /// Attempts started so far (an attempt handed back at shutdown does not count).
     pub attempts: i32,
     /// For `import_items`: `{"created": [ids in row order], "created_count", "rejected":
-    /// [{"index", "errors"}] (the first 100 rejected rows), "rejected_count"}`.
+    /// [{"index", "errors"}] (the first 100 rejected rows), "rejected_count"}`; for a
+    /// cancelled import, what its committed chunks did.
     #[schema(value_type = Option<Object>, example = json!({"created": [1, 3], "created_count": 2, "rejected": [{"index": 1, "errors": [{"loc": ["price"], "msg": "Field required", "type": "missing"}]}], "rejected_count": 1}))]
     pub result: Option<Box<RawValue>>,
     /// The last attempt's error.
@@ -383,20 +396,377 @@ pub async fn create_job(
         (status = 401, response = Unauthorized),
         (status = 403, description = "Another user's job", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "Job not found", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "The id is not a UUID", body = ValidationProblemBody, content_type = "application/problem+json"),
+        (status = 410, response = JobExpired),
+        (status = 422, response = BadJobId),
     ))]
 pub async fn get_job(
     State(state): State<AppState>,
     user: AuthUser,
     UuidPath(job_id): UuidPath,
 ) -> ApiResult<Json<JobView>> {
+    let job = visible_job(&state, &user, job_id).await?;
+    Ok(Json(JobView::from_job(job)))
+}
+
+/// The job, if the caller may see it: 404 unknown, 403 another user's, 410 past its retention.
+async fn visible_job(state: &AppState, user: &AuthUser, job_id: Uuid) -> ApiResult<Job> {
     let job = jobs::find(&state.db, job_id)
         .await?
         .ok_or_else(|| ApiError::not_found("Job not found"))?;
     if !user.may_change(job.owner_id) {
         return Err(ApiError::forbidden("Not enough permissions"));
     }
-    Ok(Json(JobView::from_job(job)))
+    if job.is_expired(retention_ms(state), now_millis()) {
+        return Err(ApiError::new(StatusCode::GONE, "Job expired"));
+    }
+    Ok(job)
+}
+
+fn retention_ms(state: &AppState) -> i64 {
+    i64::try_from(state.settings.job_retention.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Jobs per page unless `limit` says otherwise, and the most it may say.
+const DEFAULT_LIMIT: i64 = 20;
+const MAX_LIMIT: i64 = 100;
+
+/// A page of jobs, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobPage {
+    pub jobs: Vec<JobView>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A page's cursor: the last job's creation instant (µs) and id. Opaque to clients.
+fn encode_cursor(job: &Job) -> String {
+    format!("{}_{}", job.created_us, job.id.simple())
+}
+
+fn decode_cursor(cursor: &str) -> Option<(i64, Uuid)> {
+    let (us, id) = cursor.split_once('_')?;
+    if us.is_empty() || us.len() > 18 || !us.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some((us.parse().ok()?, Uuid::try_parse(id).ok()?))
+}
+
+// `ApiError` is large for every handler alike; boxing it is a crate-wide decision.
+#[allow(clippy::result_large_err)]
+fn parse_limit(raw: Option<&String>) -> ApiResult<i64> {
+    let Some(raw) = raw else {
+        return Ok(DEFAULT_LIMIT);
+    };
+    match raw.parse::<i64>() {
+        Ok(limit) if limit < 1 => Err(query_error(
+            "limit",
+            "greater_than_equal",
+            "Input should be greater than or equal to 1",
+        )),
+        Ok(limit) if limit > MAX_LIMIT => Err(query_error(
+            "limit",
+            "less_than_equal",
+            format!("Input should be less than or equal to {MAX_LIMIT}"),
+        )),
+        Ok(limit) => Ok(limit),
+        Err(_) => Err(query_error(
+            "limit",
+            "int_parsing",
+            "Input should be a valid integer, unable to parse string as an integer",
+        )),
+    }
+}
+
+/// The caller's jobs, newest first; an admin's: everyone's, or one user's with `user_id`.
+#[utoipa::path(get, path = "/jobs", tag = "jobs",
+    security(("bearer" = [])),
+    params(
+        ("status" = Option<JobStatusSchema>, Query, description = "Only jobs in this status"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Jobs per page (default 20)"),
+        ("cursor" = Option<String>, Query, pattern = "^[0-9]{1,18}_[0-9a-f]{32}$", description = "The `next_cursor` of the previous page"),
+        ("user_id" = Option<i64>, Query, description = "Admins: only this user's jobs (everyone's without it). Others see only their own jobs whatever it says"),
+    ),
+    responses(
+        (status = 200, description = "A page of jobs, newest first", body = JobPage),
+        (status = 401, response = Unauthorized),
+        (status = 422, description = "An unknown status, or a bad limit, cursor or user_id", body = ValidationProblemBody, content_type = "application/problem+json"),
+    ))]
+pub async fn list_jobs(
+    State(state): State<AppState>,
+    user: AuthUser,
+    QueryParams(query): QueryParams,
+) -> ApiResult<Json<JobPage>> {
+    let status = match query.get("status") {
+        None => None,
+        Some(name) => Some(JobStatus::parse(name).ok_or_else(|| {
+            query_error(
+                "status",
+                "enum",
+                "Input should be 'queued', 'running', 'succeeded', 'failed' or 'cancelled'",
+            )
+        })?),
+    };
+    let limit = parse_limit(query.get("limit"))?;
+    let after = match query.get("cursor") {
+        None => None,
+        Some(cursor) => Some(
+            decode_cursor(cursor)
+                .ok_or_else(|| query_error("cursor", "value_error", "Invalid cursor"))?,
+        ),
+    };
+    let asked: Option<i64> = match query.get("user_id") {
+        None => None,
+        Some(raw) => Some(raw.parse().map_err(|_| {
+            query_error(
+                "user_id",
+                "int_parsing",
+                "Input should be a valid integer, unable to parse string as an integer",
+            )
+        })?),
+    };
+    let owner_id = if user.is_admin() {
+        asked
+    } else {
+        Some(user.id())
+    };
+    if !user.is_admin() && asked.is_some_and(|asked| asked != user.id()) {
+        // Another user's jobs, asked by someone who may not see them: none.
+        return Ok(Json(JobPage {
+            jobs: Vec::new(),
+            next_cursor: None,
+        }));
+    }
+    let filter = JobFilter {
+        owner_id,
+        status,
+        finished_after_ms: now_millis().saturating_sub(retention_ms(&state)),
+        after,
+    };
+    let mut page = jobs::list(&state.db, &filter, limit + 1).await?;
+    let next_cursor = if page.len() as i64 > limit {
+        page.truncate(limit as usize);
+        page.last().map(encode_cursor)
+    } else {
+        None
+    };
+    Ok(Json(JobPage {
+        jobs: page.into_iter().map(JobView::from_job).collect(),
+        next_cursor,
+    }))
+}
+
+/// Cancels a job: a queued one at once (200, `cancelled`); a running one stops after its
+/// current chunk (202, then `cancelled`, its committed rows kept and counted in `result`).
+#[utoipa::path(post, path = "/jobs/{job_id}/cancel", tag = "jobs",
+    security(("bearer" = [])),
+    params(("job_id" = Uuid, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job was queued: it is cancelled", body = JobView),
+        (status = 202, description = "The job is running: it stops after its current chunk, then is `cancelled`", body = JobView),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "Another user's job", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "Job not found", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "Job already finished", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 410, response = JobExpired),
+        (status = 422, response = BadJobId),
+    ))]
+pub async fn cancel_job(
+    State(state): State<AppState>,
+    user: AuthUser,
+    UuidPath(job_id): UuidPath,
+) -> ApiResult<Response> {
+    let job = visible_job(&state, &user, job_id).await?;
+    let outcome = crate::jobs::cancel(&state.db, &state.jobs.kinds, &job.kind, job_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Job not found"))?;
+    let status = match outcome {
+        Cancel::Cancelled => StatusCode::OK,
+        Cancel::Requested => StatusCode::ACCEPTED,
+        Cancel::Finished(_) => return Err(ApiError::conflict("Job already finished")),
+    };
+    let job = jobs::find(&state.db, job_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Job not found"))?;
+    Ok((status, Json(JobView::from_job(job))).into_response())
+}
+
+/// What a progress event carries: where the job stood once the chunk committed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProgressEvent {
+    /// The chunk's number (1, 2, …), also the event's `id`.
+    pub chunk: i64,
+    /// Rows handled so far.
+    pub done: i64,
+    pub total: i64,
+    /// Rows created so far.
+    pub created: i64,
+    /// Rows rejected so far.
+    pub rejected: i64,
+}
+
+/// How long a follower waits for a notification before reading the job again anyway.
+const FOLLOW_POLL: Duration = Duration::from_secs(1);
+/// Progress events read at a time.
+const FOLLOW_BATCH: i64 = 500;
+
+/// A job's progress as Server-Sent Events: one `progress` event per committed chunk (its
+/// `id` is the chunk's number; data: `ProgressEvent`), then one `status` event (data: the
+/// job, as `GET /jobs/{job_id}` shows it), then the stream ends. Without `Last-Event-ID`, a
+/// job not yet finished replays its chunks from the first, a finished one sends only its
+/// status; with it, the stream resumes after that chunk. A server shutting down ends the
+/// stream without a status event (a client reconnects with `Last-Event-ID`).
+#[utoipa::path(get, path = "/jobs/{job_id}/events", tag = "jobs",
+    security(("bearer" = [])),
+    params(
+        ("job_id" = Uuid, Path, description = "The job's id"),
+        ("Last-Event-ID" = Option<i64>, Header, description = "The last `progress` id received: resume after it"),
+    ),
+    responses(
+        (status = 200, description = "`event: progress` (`id`: the chunk's number, data: a ProgressEvent) per committed chunk, then `event: status` (data: a JobView); then the stream ends",
+            content_type = "text/event-stream", body = String),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "Another user's job", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "Job not found", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 410, response = JobExpired),
+        (status = 422, response = BadJobId),
+    ))]
+pub async fn job_events(
+    State(state): State<AppState>,
+    user: AuthUser,
+    UuidPath(job_id): UuidPath,
+    headers: HeaderMap,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    // Subscribed before the first read: a change made meanwhile still wakes the stream.
+    let changes = state.db.job_events().subscribe();
+    let job = visible_job(&state, &user, job_id).await?;
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<i64>().ok())
+        .filter(|id| *id >= 0);
+    let after = match resume {
+        Some(id) => id,
+        // A finished job sends its status only.
+        None if job.status.is_finished() => i64::MAX,
+        None => 0,
+    };
+    let follow = Follow {
+        db: state.db.clone(),
+        id: job_id,
+        total: job.total,
+        after,
+        pending: VecDeque::new(),
+        changes,
+        closing: state.jobs.closing.clone(),
+        ended: false,
+    };
+    let stream = futures::stream::unfold(follow, |mut follow| async move {
+        let event = follow.next_event().await?;
+        Some((Ok(event), follow))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// A follower of one job's events.
+struct Follow {
+    db: Db,
+    id: Uuid,
+    total: i64,
+    /// The last progress event sent.
+    after: i64,
+    pending: VecDeque<Event>,
+    changes: tokio::sync::broadcast::Receiver<Uuid>,
+    /// The server is shutting down: end the stream.
+    closing: tokio_util::sync::CancellationToken,
+    ended: bool,
+}
+
+impl Follow {
+    /// The next event, waiting for the job to move; `None` once the status was sent (or the
+    /// job cannot be read any more).
+    async fn next_event(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(event);
+            }
+            if self.ended || self.closing.is_cancelled() {
+                return None;
+            }
+            // The status first: once it says finished, every chunk is committed already.
+            let job = match jobs::find(&self.db, self.id).await {
+                Ok(Some(job)) => job,
+                Ok(None) => return None,
+                Err(error) => {
+                    tracing::warn!(job_id = %self.id, %error, "following a job failed");
+                    return None;
+                }
+            };
+            let rows = if self.after == i64::MAX {
+                Vec::new()
+            } else {
+                match jobs::progress_after(&self.db, self.id, self.after, FOLLOW_BATCH).await {
+                    Ok(rows) => rows,
+                    Err(error) => {
+                        tracing::warn!(job_id = %self.id, %error, "following a job failed");
+                        return None;
+                    }
+                }
+            };
+            let more = rows.len() as i64 == FOLLOW_BATCH;
+            for row in rows {
+                self.after = row.seq;
+                let data = ProgressEvent {
+                    chunk: row.seq,
+                    done: row.done,
+                    total: self.total,
+                    created: row.done - row.rejected_count,
+                    rejected: row.rejected_count,
+                };
+                self.pending.push_back(
+                    Event::default()
+                        .event("progress")
+                        .id(row.seq.to_string())
+                        .data(serde_json::to_string(&data).expect("progress serialises")),
+                );
+            }
+            if job.status.is_finished() && !more {
+                let view =
+                    serde_json::to_string(&JobView::from_job(job)).expect("a job serialises");
+                self.pending
+                    .push_back(Event::default().event("status").data(view));
+                self.ended = true;
+            }
+            if self.pending.is_empty() {
+                self.wait().await;
+            }
+        }
+    }
+
+    /// Until this job changes (as told in-process, or by PostgreSQL's `NOTIFY` from any
+    /// process), or `FOLLOW_POLL` passes.
+    async fn wait(&mut self) {
+        use tokio::sync::broadcast::error::RecvError;
+        let id = self.id;
+        let changes = &mut self.changes;
+        let changed = async {
+            loop {
+                match changes.recv().await {
+                    Ok(changed) if changed == id => return,
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => return,
+                    Err(RecvError::Closed) => std::future::pending::<()>().await,
+                }
+            }
+        };
+        tokio::select! {
+            () = changed => {}
+            () = tokio::time::sleep(FOLLOW_POLL) => {}
+            () = self.closing.cancelled() => {}
+        }
+    }
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use super::error::{FieldErrorSchema, PROBLEM_JSON, ProblemBody, ValidationProble
         schemas(ProblemBody, ValidationProblemBody, FieldErrorSchema),
         responses(
             NotJson, Unauthorized, NotTheOwner, ItemNotFound, UserNotFound, BusyWriters,
-            StillRunning, NotMatched, TooLarge, NotJsonMediaType, BadId,
+            StillRunning, NotMatched, TooLarge, NotJsonMediaType, BadId, BadJobId, JobExpired,
             ServerError, Unavailable, DiskFull, NotAcceptable, UriTooLong, ConditionRequired,
         ),
     ),
@@ -106,6 +106,8 @@ shared_problems! {
     TooLarge: "ProblemBody", "The body is too large";
     NotJsonMediaType: "ProblemBody", "The body is not application/json";
     BadId: "ValidationProblemBody", "The id is not an integer";
+    BadJobId: "ValidationProblemBody", "The id is not a UUID";
+    JobExpired: "ProblemBody", "Job expired: it finished longer than LARDER_JOB_RETENTION ago (only its id is remembered)";
     ServerError: "ProblemBody", "Internal server error or database error";
     Unavailable: "ProblemBody", "The database is unavailable, its file is gone or unwritable, or the request timed out",
         "Retry-After": Type::Integer => "Seconds to wait before retrying";

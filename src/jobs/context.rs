@@ -66,6 +66,8 @@ pub enum Outcome {
     Interrupted,
     /// Another worker holds the job now: leave it alone.
     LeaseLost,
+    /// A cancel was asked for: the job stopped after its last committed chunk.
+    Cancelled,
 }
 
 /// Why an attempt failed.

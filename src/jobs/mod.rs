@@ -10,13 +10,16 @@ pub mod worker;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::domain::job::JobStatus;
-use crate::store::jobs::Claimed;
-use crate::store::{self, Db};
+use crate::store::jobs::{Cancel, Claimed};
+use crate::store::{self, Db, StoreResult, now_millis};
 use context::{JobContext, JobError, Outcome};
 
 /// A kind of job: the name clients give as `kind`, and how one runs. The payload is stored as
@@ -28,6 +31,16 @@ pub trait Job: Send + Sync + 'static {
         job: &'a Claimed,
         context: &'a JobContext,
     ) -> BoxFuture<'a, Result<Outcome, JobError>>;
+
+    /// The `result` of a job stopped before its end (cancelled): what its committed work
+    /// did, read from the database. None by default (a kind with nothing to report).
+    fn result<'a>(
+        &'a self,
+        _db: &'a Db,
+        _job_id: Uuid,
+    ) -> BoxFuture<'a, Result<Option<String>, JobError>> {
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// The kinds this process accepts and runs: larder's own, plus any the embedding program
@@ -73,6 +86,9 @@ pub const MAX_ATTEMPTS: i32 = 5;
 pub struct Queue {
     pub wake: Arc<Notify>,
     pub kinds: Kinds,
+    /// Cancelled when the server begins to shut down: followers of a job's events let go
+    /// (their connection would otherwise hold the shutdown for the whole grace period).
+    pub closing: CancellationToken,
 }
 
 impl Queue {
@@ -99,6 +115,71 @@ pub async fn record_queue_metrics(db: &Db) {
         metrics::gauge!("jobs", "status" => status.as_str()).set(count as f64);
         if status == JobStatus::Queued {
             metrics::gauge!("job_queue_depth").set(count as f64);
+        }
+    }
+}
+
+/// The `result` of a cancelled job of `kind`, or None (a kind that reports none, or one that
+/// could not be read: logged).
+pub async fn stopped_result(db: &Db, kinds: &Kinds, kind: &str, job_id: Uuid) -> Option<String> {
+    let job = kinds.get(kind)?;
+    match job.result(db, job_id).await {
+        Ok(result) => result,
+        Err(error) => {
+            tracing::warn!(%job_id, error = %error.message, "reading a cancelled job's result failed");
+            None
+        }
+    }
+}
+
+/// Cancels a job (`POST /jobs/{id}/cancel`): a queued one at once, with the result of what
+/// earlier attempts committed; a running one is asked to stop after its current chunk, which
+/// its worker learns from the database (in whichever process it runs).
+pub async fn cancel(
+    db: &Db,
+    kinds: &Kinds,
+    kind: &str,
+    job_id: Uuid,
+) -> StoreResult<Option<Cancel>> {
+    let outcome = store::jobs::cancel(db, job_id).await?;
+    if outcome == Some(Cancel::Cancelled)
+        && let Some(result) = stopped_result(db, kinds, kind, job_id).await
+    {
+        store::jobs::set_cancelled_result(db, job_id, &result).await?;
+    }
+    Ok(outcome)
+}
+
+/// The counter of jobs the retention sweep forgot.
+pub const EXPIRED_METRIC: &str = "jobs_expired_total";
+
+/// Forgets finished jobs older than `retention` every so often (a tenth of the retention,
+/// between 100 ms and a minute), counting them in [`EXPIRED_METRIC`].
+pub async fn sweep_expired(db: Db, retention: Duration, stop: CancellationToken) {
+    metrics::describe_counter!(
+        EXPIRED_METRIC,
+        "Finished jobs forgotten after LARDER_JOB_RETENTION (their ids are kept)"
+    );
+    metrics::counter!(EXPIRED_METRIC).increment(0);
+    let every = (retention / 10).clamp(Duration::from_millis(100), Duration::from_secs(60));
+    let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match store::jobs::expire(&db, now_millis().saturating_sub(retention_ms)).await {
+            Ok(0) => {}
+            Ok(expired) => {
+                tracing::info!(expired, "expired finished jobs");
+                metrics::counter!(EXPIRED_METRIC).increment(expired);
+            }
+            Err(error) if error.is_storage() => {
+                tracing::debug!(%error, "expiring jobs failed for lack of storage")
+            }
+            Err(error) => tracing::warn!(%error, "expiring jobs failed"),
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The workers: claim a job, run it in its own task (so a panic fails the attempt, not the
 //! worker), heartbeat its lease while it runs, then record the outcome: succeeded, retried
-//! with exponential backoff, failed after the last attempt, or handed back at shutdown.
+//! with exponential backoff, failed after the last attempt, handed back at shutdown, or
+//! cancelled when its owner asked (the request is in the job's row: a chunk commit or a
+//! heartbeat reads it, and a change to the job told by any process makes the worker look).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +15,7 @@ use super::Kinds;
 use super::context::{JobContext, JobError, Outcome};
 use sqlx::postgres::{PgListener, PgPool};
 
-use crate::store::jobs::{CHANNEL, Claimed};
+use crate::store::jobs::{CHANNEL, Claimed, EVENTS_CHANNEL, Held};
 use crate::store::{self, Db, StoreError, now_millis};
 
 /// How long an idle worker sleeps when nothing woke it: the fallback to notifications.
@@ -84,6 +86,11 @@ async fn run_attempt(
     stop: &CancellationToken,
 ) {
     let db = &config.db;
+    if job.cancel_requested {
+        // Asked while an earlier worker held it (and died, or failed the attempt).
+        finish_cancelled(config, worker, &job).await;
+        return;
+    }
     if job.attempts > job.max_attempts {
         // Its workers kept dying (the lease ran out every time): stop trying.
         let error = format!(
@@ -112,11 +119,14 @@ async fn run_attempt(
         let job = shared.clone();
         tokio::spawn(async move { run_kind(&kinds, &job, &context).await })
     };
-    let outcome = heartbeat_until_done(db, &shared, worker, lease_ms, task, &job_stop).await;
+    let (outcome, cancel_seen) =
+        heartbeat_until_done(db, &shared, worker, lease_ms, task, &job_stop).await;
     let job = &*shared;
     let seconds = started.elapsed().as_secs_f64();
     let label = match &outcome {
         Ok(Ok(Outcome::Succeeded)) => "succeeded",
+        Ok(Ok(Outcome::Cancelled)) => "cancelled",
+        Ok(Ok(Outcome::Interrupted)) if cancel_seen && !stop.is_cancelled() => "cancelled",
         Ok(Ok(Outcome::Interrupted)) if stop.is_cancelled() => "interrupted",
         Ok(Ok(Outcome::Interrupted | Outcome::LeaseLost)) => "lease_lost",
         _ => "error",
@@ -126,6 +136,10 @@ async fn run_attempt(
     match outcome {
         Ok(Ok(Outcome::Succeeded)) => {
             tracing::info!(job_id = %job.id, seconds, rows = job.total, "job succeeded");
+        }
+        Ok(Ok(Outcome::Cancelled)) => finish_cancelled(config, worker, job).await,
+        Ok(Ok(Outcome::Interrupted)) if cancel_seen && !stop.is_cancelled() => {
+            finish_cancelled(config, worker, job).await
         }
         Ok(Ok(Outcome::Interrupted)) if stop.is_cancelled() => {
             tracing::info!(job_id = %job.id, "job handed back to the queue");
@@ -153,8 +167,22 @@ async fn run_attempt(
     }
 }
 
+/// Ends a job whose cancel was asked for, with the result of what it committed.
+async fn finish_cancelled(config: &WorkerConfig, worker: &str, job: &Claimed) {
+    let db = &config.db;
+    let result = super::stopped_result(db, &config.kinds, &job.kind, job.id).await;
+    tracing::info!(job_id = %job.id, "job cancelled");
+    record(
+        job,
+        worker,
+        store::jobs::cancelled(db, job.id, worker, result.as_deref()).await,
+    );
+}
+
 /// Waits for the job's task, extending the lease every third of it. When the lease is gone,
-/// tells the job to stop (its next chunk commit would be refused anyway).
+/// tells the job to stop (its next chunk commit would be refused anyway); when a cancel was
+/// asked for, too (and says so: the second value). A change to the job told by any process
+/// makes it look at once, instead of at the next heartbeat.
 async fn heartbeat_until_done(
     db: &Db,
     job: &Claimed,
@@ -162,21 +190,45 @@ async fn heartbeat_until_done(
     lease_ms: i64,
     mut task: JoinHandle<Result<Outcome, JobError>>,
     job_stop: &CancellationToken,
-) -> Result<Result<Outcome, JobError>, tokio::task::JoinError> {
+) -> (
+    Result<Result<Outcome, JobError>, tokio::task::JoinError>,
+    bool,
+) {
     let period = Duration::from_millis(u64::try_from(lease_ms / 3).unwrap_or(1000).max(100));
     let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut changes = db.job_events().subscribe();
+    let mut cancel_seen = false;
     loop {
         tokio::select! {
-            result = &mut task => return result,
+            result = &mut task => return (result, cancel_seen),
             _ = beat.tick() => match store::jobs::heartbeat(db, job.id, worker, lease_ms).await {
-                Ok(true) => {}
-                Ok(false) => job_stop.cancel(),
+                Ok(Held::Yes { cancel_requested }) => {
+                    if cancel_requested {
+                        cancel_seen = true;
+                        job_stop.cancel();
+                    }
+                }
+                Ok(Held::Lost) => job_stop.cancel(),
                 Err(error) if error.is_storage() => {
                     tracing::debug!(job_id = %job.id, %error, "heartbeat failed for lack of storage")
                 }
                 Err(error) => tracing::warn!(job_id = %job.id, %error, "heartbeat failed"),
             },
+            changed = changes.recv(), if !cancel_seen => {
+                let ours = match changed {
+                    Ok(id) => id == job.id,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => true,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => false,
+                };
+                if ours
+                    && let Ok(Some(row)) = store::jobs::find(db, job.id).await
+                    && row.cancel_requested
+                {
+                    cancel_seen = true;
+                    job_stop.cancel();
+                }
+            }
         }
     }
 }
@@ -232,19 +284,32 @@ fn record(job: &Claimed, worker: &str, result: Result<bool, StoreError>) {
     }
 }
 
-/// Wakes this process's workers on every PostgreSQL `NOTIFY`, so a job stored by any process
-/// sharing the queue starts at once. Polling covers what a lost connection misses.
-pub fn spawn_listener(pool: PgPool, wake: Arc<Notify>, stop: CancellationToken) -> JoinHandle<()> {
+/// Wakes this process's workers on every PostgreSQL `NOTIFY` on `CHANNEL`, so a job stored
+/// by any process sharing the queue starts at once, and tells this process's followers of a
+/// job (`events`) every change on `EVENTS_CHANNEL`. Polling covers what a lost connection
+/// misses.
+pub fn spawn_listener(
+    pool: PgPool,
+    wake: Arc<Notify>,
+    events: crate::store::jobs::JobEvents,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             let listening = async {
                 let mut listener = PgListener::connect_with(&pool).await?;
-                listener.listen(CHANNEL).await?;
+                listener.listen_all([CHANNEL, EVENTS_CHANNEL]).await?;
                 // Anything stored while this process was not listening.
                 wake.notify_waiters();
                 loop {
-                    listener.recv().await?;
-                    wake.notify_waiters();
+                    let notification = listener.recv().await?;
+                    if notification.channel() == EVENTS_CHANNEL {
+                        if let Ok(id) = notification.payload().parse() {
+                            events.send(id);
+                        }
+                    } else {
+                        wake.notify_waiters();
+                    }
                 }
                 #[allow(unreachable_code)]
                 Ok::<(), sqlx::Error>(())

@@ -1,5 +1,6 @@
 //! The job queue's SQL: enqueue, claim with a lease, heartbeat, chunk commits that check the
-//! lease in the same transaction, and the final states.
+//! lease in the same transaction (and record a progress event), the final states, the
+//! listing, cancellation, and the retention sweep that leaves a tombstone.
 //!
 //! Every write a worker makes after its claim carries `locked_by = $worker` in its `where`
 //! clause: once a lease has been lost (another worker took the job over after it expired),
@@ -15,6 +16,51 @@ use crate::domain::job::JobStatus;
 
 /// The PostgreSQL channel that wakes the workers of every process sharing the queue.
 pub const CHANNEL: &str = "larder_jobs";
+
+/// The PostgreSQL channel that tells every process a job's progress or status changed (the
+/// payload is the job's id): followers of `GET /jobs/{id}/events` and the job's own worker
+/// (a cancel request) wake on it.
+pub const EVENTS_CHANNEL: &str = "larder_job_events";
+
+/// Jobs whose progress or status changed, for the followers in this process: a broadcast of
+/// ids. A follower that lags behind reads the database again anyway.
+#[derive(Clone, Debug)]
+pub struct JobEvents(tokio::sync::broadcast::Sender<Uuid>);
+
+impl Default for JobEvents {
+    fn default() -> Self {
+        JobEvents(tokio::sync::broadcast::channel(1024).0)
+    }
+}
+
+impl JobEvents {
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Uuid> {
+        self.0.subscribe()
+    }
+
+    pub fn send(&self, id: Uuid) {
+        // No follower is not an error.
+        let _ = self.0.send(id);
+    }
+}
+
+/// Sends the `EVENTS_CHANNEL` notification for job `$id` in the open PostgreSQL transaction
+/// `$tx` (delivered once it commits); nothing on SQLite, whose followers are told in-process.
+macro_rules! notify_job_changed {
+    ($db:expr, $tx:ident, $id:expr) => {
+        if $db.is_postgres() {
+            sqlx::query("select pg_notify($1, $2)")
+                .bind(EVENTS_CHANNEL)
+                .bind($id.to_string())
+                .execute(&mut *$tx)
+                .await?;
+        }
+    };
+}
+
+/// The columns of a [`Job`].
+const JOB_COLUMNS: &str = "id, kind, owner_id, status, total, done, attempts, result, error, created_at, \
+     started_at, finished_at, rejected_count, created_us, finished_ms, cancel_requested, chunks, expired_ms";
 
 /// A job as `GET /jobs/{id}` shows it.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -32,6 +78,28 @@ pub struct Job {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Rows rejected by the chunks committed so far.
+    pub rejected_count: i64,
+    /// `created_at` in microseconds: the listing's order.
+    pub created_us: i64,
+    /// `finished_at` in milliseconds, for retention.
+    pub finished_ms: Option<i64>,
+    /// A cancel was asked for while the job ran.
+    pub cancel_requested: bool,
+    /// Chunks committed: the id of the latest progress event.
+    pub chunks: i64,
+    /// When the retention sweep forgot the job (only its id and owner are left).
+    pub expired_ms: Option<i64>,
+}
+
+impl Job {
+    /// Whether the job is past its retention (swept or not yet) at `now_ms`.
+    pub fn is_expired(&self, retention_ms: i64, now_ms: i64) -> bool {
+        self.expired_ms.is_some()
+            || self
+                .finished_ms
+                .is_some_and(|finished| finished.saturating_add(retention_ms) < now_ms)
+    }
 }
 
 /// A job a worker holds: what it needs to run (or resume) it.
@@ -49,6 +117,8 @@ pub struct Claimed {
     pub max_attempts: i32,
     /// Rows rejected by the chunks committed so far (only the first 100 are stored).
     pub rejected_count: i64,
+    /// A cancel was asked for (while it ran under a worker that has since died).
+    pub cancel_requested: bool,
 }
 
 /// A job to store.
@@ -83,8 +153,9 @@ pub async fn enqueue(
     key: Option<(&KeyRef<'_>, &StoredResponse)>,
 ) -> StoreResult<Enqueued> {
     db.write(async {
-    let sql = "insert into jobs (id, kind, owner_id, status, total, done, attempts, max_attempts, run_at_ms, created_at) \
-               values ($1, $2, $3, 'queued', $4, 0, 0, $5, $6, $7)";
+    let sql = "insert into jobs (id, kind, owner_id, status, total, done, attempts, max_attempts, run_at_ms, created_at, created_us) \
+               values ($1, $2, $3, 'queued', $4, 0, 0, $5, $6, $7, $8)";
+    let created_at = Utc::now();
     let payload = "insert into job_payloads (job_id, payload) values ($1, $2)";
     let active = "select count(*) from jobs where owner_id = $1 and status in ('queued', 'running')";
     with_writer!(db, |pool| {
@@ -112,7 +183,8 @@ pub async fn enqueue(
             .bind(job.total)
             .bind(job.max_attempts)
             .bind(now_millis())
-            .bind(Utc::now())
+            .bind(created_at)
+            .bind(created_at.timestamp_micros())
             .execute(&mut *tx)
             .await?;
         sqlx::query(payload)
@@ -136,15 +208,215 @@ pub async fn enqueue(
 }
 
 pub async fn find(db: &Db, id: Uuid) -> StoreResult<Option<Job>> {
-    let sql = "select id, kind, owner_id, status, total, done, attempts, result, error, created_at, started_at, finished_at \
-               from jobs where id = $1";
+    let sql = format!("select {JOB_COLUMNS} from jobs where id = $1");
     let job = with_reader!(db, |pool| {
-        sqlx::query_as::<_, Job>(sql)
+        sqlx::query_as::<_, Job>(sqlx::AssertSqlSafe(sql))
             .bind(id)
             .fetch_optional(pool)
             .await?
     });
     Ok(job)
+}
+
+/// Which jobs a listing shows.
+#[derive(Debug, Clone, Copy)]
+pub struct JobFilter {
+    /// One owner's jobs, or everyone's.
+    pub owner_id: Option<i64>,
+    pub status: Option<JobStatus>,
+    /// Jobs that finished before this instant (ms) are past their retention: not shown.
+    pub finished_after_ms: i64,
+    /// After this `(created_us, id)`, in the listing's order (newest first).
+    pub after: Option<(i64, Uuid)>,
+}
+
+/// Up to `limit` jobs, newest first (`created_us` then `id`, both descending), never the
+/// expired ones.
+pub async fn list(db: &Db, filter: &JobFilter, limit: i64) -> StoreResult<Vec<Job>> {
+    let mut conditions = vec![
+        "expired_ms is null".to_string(),
+        "(finished_ms is null or finished_ms >= $1)".to_string(),
+    ];
+    let mut n = 1;
+    let mut next = || {
+        n += 1;
+        n
+    };
+    if filter.owner_id.is_some() {
+        conditions.push(format!("owner_id = ${}", next()));
+    }
+    if filter.status.is_some() {
+        conditions.push(format!("status = ${}", next()));
+    }
+    if filter.after.is_some() {
+        let (us, id) = (next(), next());
+        conditions.push(format!(
+            "(created_us < ${us} or (created_us = ${us} and id < ${id}))"
+        ));
+    }
+    let sql = format!(
+        "select {JOB_COLUMNS} from jobs where {} order by created_us desc, id desc limit ${}",
+        conditions.join(" and "),
+        next()
+    );
+    let jobs = with_reader!(db, |pool| {
+        let mut query =
+            sqlx::query_as::<_, Job>(sqlx::AssertSqlSafe(sql)).bind(filter.finished_after_ms);
+        if let Some(owner_id) = filter.owner_id {
+            query = query.bind(owner_id);
+        }
+        if let Some(status) = filter.status {
+            query = query.bind(status.as_str());
+        }
+        if let Some((us, id)) = filter.after {
+            query = query.bind(us).bind(id);
+        }
+        query.bind(limit).fetch_all(pool).await?
+    });
+    Ok(jobs)
+}
+
+/// What a cancel request did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancel {
+    /// The job was queued: it is cancelled now (and its payload deleted).
+    Cancelled,
+    /// The job is running: its worker is asked to stop after its current chunk.
+    Requested,
+    /// The job had already finished with this status: nothing changed.
+    Finished(JobStatus),
+}
+
+/// Cancels a queued job at once, or asks a running one's worker to stop; `None` for an
+/// unknown job. The status is read and changed in one transaction (on PostgreSQL the row is
+/// locked), so a job claimed meanwhile is asked, never cancelled under its worker.
+pub async fn cancel(db: &Db, id: Uuid) -> StoreResult<Option<Cancel>> {
+    db.write(async {
+        let read = format!(
+            "select status from jobs where id = $1{}",
+            if db.is_postgres() { " for update" } else { "" }
+        );
+        let cancel = "update jobs set status = 'cancelled', finished_at = $1, finished_ms = $2, \
+             locked_by = null, locked_until_ms = null where id = $3 and status = 'queued'";
+        let request =
+            "update jobs set cancel_requested = true where id = $1 and status = 'running'";
+        let outcome = with_writer!(db, |pool| {
+            let mut tx = pool.begin().await?;
+            let status: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(read))
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(status) = status else {
+                tx.rollback().await?;
+                return Ok(None);
+            };
+            let status = JobStatus::parse(&status).unwrap_or(JobStatus::Failed);
+            let outcome = match status {
+                JobStatus::Queued => {
+                    sqlx::query(cancel)
+                        .bind(Utc::now())
+                        .bind(now_millis())
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query("delete from job_payloads where job_id = $1")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                    Cancel::Cancelled
+                }
+                JobStatus::Running => {
+                    sqlx::query(request).bind(id).execute(&mut *tx).await?;
+                    Cancel::Requested
+                }
+                finished => Cancel::Finished(finished),
+            };
+            if !matches!(outcome, Cancel::Finished(_)) {
+                notify_job_changed!(db, tx, id);
+            }
+            tx.commit().await?;
+            outcome
+        });
+        if !matches!(outcome, Cancel::Finished(_)) {
+            db.job_changed(id);
+        }
+        Ok(Some(outcome))
+    })
+    .await
+}
+
+/// Records the result of a job cancelled while queued (what its earlier attempts committed).
+pub async fn set_cancelled_result(db: &Db, id: Uuid, result: &str) -> StoreResult<()> {
+    db.write(async {
+        let sql = "update jobs set result = $1 where id = $2 and status = 'cancelled' and expired_ms is null";
+        with_writer!(db, |pool| {
+            sqlx::query(sql).bind(result).bind(id).execute(pool).await?;
+        });
+        db.job_changed(id);
+        Ok(())
+    })
+    .await
+}
+
+/// One committed chunk of a job, as its events replay it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ProgressRow {
+    pub seq: i64,
+    pub done: i64,
+    pub rejected_count: i64,
+}
+
+/// The job's progress events after `after`, in order, up to `limit`.
+pub async fn progress_after(
+    db: &Db,
+    id: Uuid,
+    after: i64,
+    limit: i64,
+) -> StoreResult<Vec<ProgressRow>> {
+    let sql = "select seq, done, rejected_count from job_progress where job_id = $1 and seq > $2 \
+               order by seq limit $3";
+    let rows = with_reader!(db, |pool| {
+        sqlx::query_as::<_, ProgressRow>(sql)
+            .bind(id)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+    });
+    Ok(rows)
+}
+
+/// Forgets the jobs that finished before `cutoff_ms`: their payload, result, error,
+/// rejections and progress go; the row stays as a tombstone (id, owner, kind, status,
+/// instants), so the id is still known. Returns how many jobs expired.
+pub async fn expire(db: &Db, cutoff_ms: i64) -> StoreResult<u64> {
+    db.write(async {
+        const DUE: &str = "select id from jobs where finished_ms < $1 and expired_ms is null";
+        let expired = with_writer!(db, |pool| {
+            let mut tx = pool.begin().await?;
+            for table in ["job_payloads", "job_rejections", "job_progress"] {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "delete from {table} where job_id in ({DUE})"
+                )))
+                .bind(cutoff_ms)
+                .execute(&mut *tx)
+                .await?;
+            }
+            let expired = sqlx::query(
+                "update jobs set expired_ms = $1, result = null, error = null \
+                 where finished_ms < $2 and expired_ms is null",
+            )
+            .bind(now_millis())
+            .bind(cutoff_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            expired
+        });
+        Ok(expired)
+    })
+    .await
 }
 
 /// Takes the next job that is due, or whose worker's lease ran out, for `lease_ms`.
@@ -157,7 +429,7 @@ pub async fn claim(db: &Db, worker: &str, lease_ms: i64) -> StoreResult<Option<C
          where id = (select id from jobs \
              where (status = 'queued' and run_at_ms <= $4) or (status = 'running' and locked_until_ms < $4) \
              order by run_at_ms limit 1 {lock}) \
-         returning id, kind, owner_id, total, done, attempts, max_attempts, rejected_count";
+         returning id, kind, owner_id, total, done, attempts, max_attempts, rejected_count, cancel_requested";
     let now = now_millis();
     let mut claimed = match db {
         Db::Sqlite(sqlite) => {
@@ -197,20 +469,31 @@ pub async fn claim(db: &Db, worker: &str, lease_ms: i64) -> StoreResult<Option<C
 }).await
 }
 
-/// Extends the lease; false when the worker no longer holds the job.
-pub async fn heartbeat(db: &Db, id: Uuid, worker: &str, lease_ms: i64) -> StoreResult<bool> {
+/// Whether a worker still holds its job, and whether it was asked to cancel it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    Yes { cancel_requested: bool },
+    Lost,
+}
+
+/// Extends the lease, and tells whether a cancel was asked for.
+pub async fn heartbeat(db: &Db, id: Uuid, worker: &str, lease_ms: i64) -> StoreResult<Held> {
     db.write(async {
-    let sql = "update jobs set locked_until_ms = $1 where id = $2 and locked_by = $3 and status = 'running'";
-    let updated = with_writer!(db, |pool| {
-        sqlx::query(sql)
+    let sql = "update jobs set locked_until_ms = $1 where id = $2 and locked_by = $3 and status = 'running' \
+               returning cancel_requested";
+    let held = with_writer!(db, |pool| {
+        sqlx::query_scalar::<_, bool>(sql)
             .bind(now_millis() + lease_ms)
             .bind(id)
             .bind(worker)
-            .execute(pool)
+            .fetch_all(pool)
             .await?
-            .rows_affected()
+            .pop()
     });
-    Ok(updated == 1)
+    Ok(match held {
+        Some(cancel_requested) => Held::Yes { cancel_requested },
+        None => Held::Lost,
+    })
 }).await
 }
 
@@ -241,30 +524,42 @@ pub struct Chunk<'a> {
 /// Rows per SQLite `insert` statement (9 parameters each, under SQLite's 32,766).
 const ROWS_PER_STATEMENT: usize = 1000;
 
-/// Moves the cursor, counts the rejections and extends the lease, naming the worker: 0 rows
-/// when the lease was lost.
-const CURSOR: &str = "update jobs set done = $1, locked_until_ms = $2, rejected_count = $5 \
-     where id = $3 and locked_by = $4 and status = 'running'";
+/// Moves the cursor, counts the rejections and the chunk, and extends the lease, naming the
+/// worker: no row when the lease was lost.
+const CURSOR: &str = "update jobs set done = $1, locked_until_ms = $2, rejected_count = $5, chunks = chunks + 1 \
+     where id = $3 and locked_by = $4 and status = 'running' returning chunks, cancel_requested";
+
+/// The chunk's progress event, replayed by `GET /jobs/{id}/events`.
+const PROGRESS: &str =
+    "insert into job_progress (job_id, seq, done, rejected_count) values ($1, $2, $3, $4)";
 
 /// Runs `CURSOR` first in the chunk's open transaction `$tx` (on either backend, whose
-/// transaction types differ); when the lease was lost, rolls back and returns `Ok(false)`
-/// from the calling function.
+/// transaction types differ) and records the chunk's progress event; when the lease was
+/// lost, rolls back and returns `Ok(Held::Lost)` from the calling function. Evaluates to
+/// whether a cancel was asked for.
 macro_rules! move_cursor_or_return {
-    ($tx:ident, $done:expr, $lease_until:expr, $id:expr, $worker:expr, $rejected:expr) => {
-        let held = sqlx::query(CURSOR)
+    ($tx:ident, $done:expr, $lease_until:expr, $id:expr, $worker:expr, $rejected:expr) => {{
+        let held: Option<(i64, bool)> = sqlx::query_as(CURSOR)
             .bind($done)
             .bind($lease_until)
             .bind($id)
             .bind($worker)
             .bind($rejected)
-            .execute(&mut *$tx)
-            .await?
-            .rows_affected();
-        if held != 1 {
+            .fetch_optional(&mut *$tx)
+            .await?;
+        let Some((seq, cancel_requested)) = held else {
             $tx.rollback().await?;
-            return Ok(false);
-        }
-    };
+            return Ok(Held::Lost);
+        };
+        sqlx::query(PROGRESS)
+            .bind($id)
+            .bind(seq)
+            .bind($done)
+            .bind($rejected)
+            .execute(&mut *$tx)
+            .await?;
+        cancel_requested
+    }};
 }
 
 /// PostgreSQL takes a chunk as five arrays: one statement, one round trip, no parameter limit.
@@ -284,14 +579,14 @@ const PG_INSERT_REJECTIONS: &str = "insert into job_rejections (job_id, idx, err
 /// update comes first and names the worker: if the lease was lost, nothing is written (and on
 /// PostgreSQL the row lock it takes keeps a concurrent claim away until the commit).
 /// `(job_id, job_index)` is unique and inserts skip conflicts: a row is never created twice.
-/// Returns false when the worker no longer holds the job.
+/// Tells whether the worker still holds the job, and whether a cancel was asked for.
 pub async fn commit_chunk(
     db: &Db,
     job: &Claimed,
     worker: &str,
     lease_ms: i64,
     chunk: &Chunk<'_>,
-) -> StoreResult<bool> {
+) -> StoreResult<Held> {
     let Chunk {
         rows,
         rejections,
@@ -304,7 +599,8 @@ pub async fn commit_chunk(
         match db {
             Db::Sqlite(sqlite) => {
                 let mut tx = sqlite.writer.begin().await?;
-                move_cursor_or_return!(tx, done, lease_until, job.id, worker, rejected_count);
+                let cancel_requested =
+                    move_cursor_or_return!(tx, done, lease_until, job.id, worker, rejected_count);
                 for batch in rows.chunks(ROWS_PER_STATEMENT) {
                     let mut query =
                         sqlx::query(sqlx::AssertSqlSafe(sqlite_insert_items(batch.len())));
@@ -336,11 +632,14 @@ pub async fn commit_chunk(
                 let committed = tx.commit().await;
                 sqlite.cache.items_changed();
                 committed?;
+                db.job_changed(job.id);
+                Ok(Held::Yes { cancel_requested })
             }
             Db::Postgres(postgres) => {
                 let pool = &postgres.pool;
                 let mut tx = pool.begin().await?;
-                move_cursor_or_return!(tx, done, lease_until, job.id, worker, rejected_count);
+                let cancel_requested =
+                    move_cursor_or_return!(tx, done, lease_until, job.id, worker, rejected_count);
                 if !rows.is_empty() {
                     let names: Vec<&str> = rows.iter().map(|row| row.draft.name()).collect();
                     let descriptions: Vec<Option<&str>> =
@@ -371,10 +670,11 @@ pub async fn commit_chunk(
                         .execute(&mut *tx)
                         .await?;
                 }
+                notify_job_changed!(db, tx, job.id);
                 tx.commit().await?;
+                Ok(Held::Yes { cancel_requested })
             }
         }
-        Ok(true)
     })
     .await
 }
@@ -421,22 +721,35 @@ pub async fn rejections(db: &Db, id: Uuid) -> StoreResult<Vec<(i64, String)>> {
     Ok(rows)
 }
 
-/// Marks the job done with its result; false when the worker no longer holds it.
+/// Marks the job done with its result; false when the worker no longer holds it. A job
+/// whose cancel was asked for during its last chunk ends `cancelled` (with its full result):
+/// the 202 that answered the request said it would.
 pub async fn succeed(db: &Db, id: Uuid, worker: &str, result: &str) -> StoreResult<bool> {
-    let sql = "update jobs set status = 'succeeded', result = $1, error = null, done = total, finished_at = $2, \
+    let sql = "update jobs set status = case when cancel_requested then 'cancelled' else 'succeeded' end, \
+               result = $1, error = null, done = total, finished_at = $2, finished_ms = $5, \
                locked_by = null, locked_until_ms = null \
                where id = $3 and locked_by = $4 and status = 'running'";
     finish(db, sql, id, worker, result, None).await
 }
 
+/// Ends a running job whose cancel was asked for, with what its committed chunks did.
+pub async fn cancelled(db: &Db, id: Uuid, worker: &str, result: Option<&str>) -> StoreResult<bool> {
+    let sql = "update jobs set status = 'cancelled', result = $1, finished_at = $2, finished_ms = $5, \
+               locked_by = null, locked_until_ms = null \
+               where id = $3 and locked_by = $4 and status = 'running'";
+    finish(db, sql, id, worker, result.unwrap_or_default(), None).await
+}
+
 /// Gives up on the job after its last attempt.
 pub async fn fail(db: &Db, id: Uuid, worker: &str, error: &str) -> StoreResult<bool> {
-    let sql = "update jobs set status = 'failed', error = $1, finished_at = $2, locked_by = null, locked_until_ms = null \
+    let sql = "update jobs set status = 'failed', error = $1, finished_at = $2, finished_ms = $5, \
+               locked_by = null, locked_until_ms = null \
                where id = $3 and locked_by = $4 and status = 'running'";
     finish(db, sql, id, worker, error, None).await
 }
 
-/// Puts the job back in the queue to be tried again at `run_at_ms`, keeping the error.
+/// Puts the job back in the queue to be tried again at `run_at_ms`, keeping the error (at
+/// once if its cancel was asked for: the next claim cancels it).
 pub async fn retry(
     db: &Db,
     id: Uuid,
@@ -444,7 +757,9 @@ pub async fn retry(
     error: &str,
     run_at_ms: i64,
 ) -> StoreResult<bool> {
-    let sql = "update jobs set status = 'queued', error = $1, run_at_ms = $2, locked_by = null, locked_until_ms = null \
+    let sql = "update jobs set status = 'queued', error = $1, \
+               run_at_ms = case when cancel_requested then $5 else $2 end, \
+               locked_by = null, locked_until_ms = null \
                where id = $3 and locked_by = $4 and status = 'running'";
     finish(db, sql, id, worker, error, Some(run_at_ms)).await
 }
@@ -469,7 +784,8 @@ pub async fn release(db: &Db, id: Uuid, worker: &str) -> StoreResult<bool> {
     .await
 }
 
-/// The shared shape of `succeed`, `fail` and `retry`: `$1` text, `$2` instant, `$3` id, `$4` worker.
+/// The shared shape of `succeed`, `cancelled`, `fail` and `retry`: `$1` text, `$2` instant
+/// (or for a retry `run_at_ms`), `$3` id, `$4` worker, `$5` now in milliseconds.
 /// A job that ends (no `run_at_ms`) loses its payload in the same transaction: a finished
 /// import's rows are in `items`, and keeping them again would grow the database forever.
 async fn finish(
@@ -480,6 +796,8 @@ async fn finish(
     text: &str,
     run_at_ms: Option<i64>,
 ) -> StoreResult<bool> {
+    // An empty text is no result (`cancelled` of a kind that reports none).
+    let text = (!text.is_empty()).then_some(text);
     db.write(async {
         let updated = with_writer!(db, |pool| {
             let mut tx = pool.begin().await?;
@@ -491,6 +809,7 @@ async fn finish(
             let updated = query
                 .bind(id)
                 .bind(worker)
+                .bind(now_millis())
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
@@ -500,9 +819,15 @@ async fn finish(
                     .execute(&mut *tx)
                     .await?;
             }
+            if updated == 1 {
+                notify_job_changed!(db, tx, id);
+            }
             tx.commit().await?;
             updated
         });
+        if updated == 1 {
+            db.job_changed(id);
+        }
         Ok(updated == 1)
     })
     .await
@@ -510,7 +835,7 @@ async fn finish(
 
 /// How many jobs are in each status.
 pub async fn counts(db: &Db) -> StoreResult<Vec<(String, i64)>> {
-    let sql = "select status, count(*) from jobs group by status";
+    let sql = "select status, count(*) from jobs where expired_ms is null group by status";
     let rows = with_reader!(db, |pool| {
         sqlx::query_as::<_, (String, i64)>(sql)
             .fetch_all(pool)

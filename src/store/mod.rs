@@ -77,12 +77,17 @@ pub struct SqliteDb {
     pub cache: Arc<cache::ReadCache>,
     /// Storage faults, and the file the database lives in (none for an in-memory database).
     pub health: Arc<StorageHealth>,
+    /// Jobs whose progress or status changed, told after each commit.
+    pub job_events: jobs::JobEvents,
 }
 
 #[derive(Clone, Debug)]
 pub struct PostgresDb {
     pub pool: PgPool,
     pub health: Arc<StorageHealth>,
+    /// Jobs whose progress or status changed, as this process's listener hears them from
+    /// every process (`jobs::EVENTS_CHANNEL`).
+    pub job_events: jobs::JobEvents,
 }
 
 #[derive(Clone, Debug)]
@@ -257,6 +262,7 @@ impl Db {
                     items,
                     cache,
                     health,
+                    job_events: jobs::JobEvents::default(),
                 })
             }
             DatabaseUrl::Postgres(url) => {
@@ -278,7 +284,11 @@ impl Db {
                     OnOpen::AsItIs => {}
                 }
                 let health = Arc::new(StorageHealth::default());
-                Db::Postgres(PostgresDb { pool, health })
+                Db::Postgres(PostgresDb {
+                    pool,
+                    health,
+                    job_events: jobs::JobEvents::default(),
+                })
             }
         };
         Ok(db)
@@ -300,6 +310,23 @@ impl Db {
     ) -> StoreResult<T> {
         self.health().before_write()?;
         self.health().settle(write.await)
+    }
+
+    /// Where changes to jobs are told in this process (see [`jobs::JobEvents`]).
+    pub fn job_events(&self) -> &jobs::JobEvents {
+        match self {
+            Db::Sqlite(sqlite) => &sqlite.job_events,
+            Db::Postgres(postgres) => &postgres.job_events,
+        }
+    }
+
+    /// To call after every committed write that changes a job's progress or status: SQLite's
+    /// followers are all in this process; PostgreSQL's hear the `NOTIFY` sent in the
+    /// transaction, through each process's listener.
+    pub(crate) fn job_changed(&self, id: uuid::Uuid) {
+        if let Db::Sqlite(sqlite) = self {
+            sqlite.job_events.send(id);
+        }
     }
 
     /// The read cache: SQLite only (one process owns the database).

@@ -13,20 +13,20 @@ use crate::helpers::{
 };
 use larder::config::{DatabaseUrl, Settings};
 
-const SECRET: &str = "a-test-secret-that-is-long-enough-for-hs256";
+pub(crate) const SECRET: &str = "a-test-secret-that-is-long-enough-for-hs256";
 
-fn keep_tokens(settings: &mut Settings) {
+pub(crate) fn keep_tokens(settings: &mut Settings) {
     settings.jwt_secret = Some(SECRET.to_string());
 }
 
 /// `count` import rows named `{prefix}-{index}`.
-fn rows(prefix: &str, count: usize) -> Vec<Value> {
+pub(crate) fn rows(prefix: &str, count: usize) -> Vec<Value> {
     (0..count)
         .map(|i| json!({"name": format!("{prefix}-{i}"), "price": (i % 100) as f64 / 4.0, "quantity": i % 7}))
         .collect()
 }
 
-async fn submit(app: &TestApp, user: &TestUser, items: &[Value]) -> Uuid {
+pub(crate) async fn submit(app: &TestApp, user: &TestUser, items: &[Value]) -> Uuid {
     let response = app
         .post("/process")
         .bearer_auth(&user.token)
@@ -39,7 +39,7 @@ async fn submit(app: &TestApp, user: &TestUser, items: &[Value]) -> Uuid {
     body["job_id"].as_str().unwrap().parse().unwrap()
 }
 
-async fn job(app: &TestApp, user: &TestUser, id: Uuid) -> Value {
+pub(crate) async fn job(app: &TestApp, user: &TestUser, id: Uuid) -> Value {
     let response = app
         .get(&format!("/jobs/{id}"))
         .bearer_auth(&user.token)
@@ -51,7 +51,7 @@ async fn job(app: &TestApp, user: &TestUser, id: Uuid) -> Value {
 }
 
 /// Polls the job until `done` says so (or fails the test after `limit`).
-async fn wait_for(
+pub(crate) async fn wait_for(
     app: &TestApp,
     user: &TestUser,
     id: Uuid,
@@ -72,12 +72,12 @@ async fn wait_for(
     }
 }
 
-fn finished(body: &Value) -> bool {
-    body["status"] == "succeeded" || body["status"] == "failed"
+pub(crate) fn finished(body: &Value) -> bool {
+    body["status"] == "succeeded" || body["status"] == "failed" || body["status"] == "cancelled"
 }
 
 /// `(rows, distinct job_index values)` of the items a job created, straight from the database.
-async fn item_rows(database_url: &DatabaseUrl, job: Uuid) -> (i64, i64) {
+pub(crate) async fn item_rows(database_url: &DatabaseUrl, job: Uuid) -> (i64, i64) {
     count_rows(
         database_url,
         "select count(*), count(distinct job_index) from items where job_id = $1",
@@ -87,7 +87,11 @@ async fn item_rows(database_url: &DatabaseUrl, job: Uuid) -> (i64, i64) {
 }
 
 /// Two counts from `sql` with `$1` bound to the job's id, read beside the server.
-async fn count_rows(database_url: &DatabaseUrl, sql: &'static str, job: Uuid) -> (i64, i64) {
+pub(crate) async fn count_rows(
+    database_url: &DatabaseUrl,
+    sql: &'static str,
+    job: Uuid,
+) -> (i64, i64) {
     match database_url {
         DatabaseUrl::Sqlite(url) => {
             let pool = sqlx::SqlitePool::connect(url).await.unwrap();
@@ -503,7 +507,12 @@ async fn an_expired_lease_is_taken_over_and_resumed(backend: Backend) {
     )
     .await
     .unwrap();
-    assert!(held);
+    assert_eq!(
+        held,
+        larder::store::jobs::Held::Yes {
+            cancel_requested: false
+        }
+    );
     let running = job(&app, &user, id).await;
     assert_eq!(running["status"], "running");
     assert_eq!(running["progress"], json!({"done": 1000, "total": 2500}));
@@ -535,7 +544,7 @@ async fn an_expired_lease_is_taken_over_and_resumed(backend: Backend) {
     )
     .await
     .unwrap();
-    assert!(!late);
+    assert_eq!(late, larder::store::jobs::Held::Lost);
 }
 
 async fn a_panicking_job_fails_its_attempt_not_the_worker(backend: Backend) {
@@ -600,13 +609,13 @@ async fn concurrent_workers_never_run_a_job_twice(backend: Backend) {
 }
 
 /// Another larder on the same database, in this process.
-struct SecondServer {
+pub(crate) struct SecondServer {
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl SecondServer {
-    async fn start(database_url: &DatabaseUrl, workers: usize) -> SecondServer {
+    pub(crate) async fn start(database_url: &DatabaseUrl, workers: usize) -> SecondServer {
         let mut settings = Settings::for_database(database_url.clone());
         keep_tokens(&mut settings);
         settings.workers = workers;
@@ -618,7 +627,7 @@ impl SecondServer {
         SecondServer { stop, task }
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         let _ = self.stop.send(());
         self.task.await.unwrap().unwrap();
     }
@@ -770,9 +779,9 @@ both_backends!(
 );
 
 /// The real binary, as an operator runs it.
-struct Server {
-    child: std::process::Child,
-    base: String,
+pub(crate) struct Server {
+    pub(crate) child: std::process::Child,
+    pub(crate) base: String,
 }
 
 /// A failing test must not leave a server behind.
@@ -783,12 +792,16 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
 }
 
-async fn start_server(database_url: &str, port: u16, client: &reqwest::Client) -> Server {
+pub(crate) async fn start_server(
+    database_url: &str,
+    port: u16,
+    client: &reqwest::Client,
+) -> Server {
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_larder"))
         .arg("serve")
         .env("LARDER_DATABASE_URL", database_url)
@@ -823,7 +836,7 @@ async fn start_server(database_url: &str, port: u16, client: &reqwest::Client) -
 }
 
 /// Registers a user on a running binary and returns their token.
-async fn register(client: &reqwest::Client, base: &str) -> String {
+pub(crate) async fn register(client: &reqwest::Client, base: &str) -> String {
     let email = format!("crash-{}@example.com", Uuid::new_v4().simple());
     let created = client
         .post(format!("{base}/users"))

@@ -10,6 +10,7 @@ mod faults;
 mod foundation;
 mod hostile;
 mod items;
+mod job_controls;
 mod jobs;
 mod limits;
 mod openapi;

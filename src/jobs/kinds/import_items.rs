@@ -17,8 +17,8 @@ use crate::domain::fields::not_an_object;
 use crate::domain::item::ItemDraft;
 use crate::jobs::Job;
 use crate::jobs::context::{JobContext, JobError, Outcome};
-use crate::store;
-use crate::store::jobs::{Chunk, Claimed, ImportRow, Rejection};
+use crate::store::jobs::{Chunk, Claimed, Held, ImportRow, Rejection};
+use crate::store::{self, Db};
 
 /// Rows per transaction: large enough for fast inserts, small enough that no transaction
 /// holds SQLite's write lock for more than a few milliseconds.
@@ -69,6 +69,14 @@ impl Job for ImportItems {
         context: &'a JobContext,
     ) -> BoxFuture<'a, Result<Outcome, JobError>> {
         Box::pin(run(job, context))
+    }
+
+    fn result<'a>(
+        &'a self,
+        db: &'a Db,
+        job_id: uuid::Uuid,
+    ) -> BoxFuture<'a, Result<Option<String>, JobError>> {
+        Box::pin(async move { import_result(db, job_id).await.map(Some) })
     }
 }
 
@@ -122,13 +130,16 @@ async fn run(job: &Claimed, context: &JobContext) -> Result<Outcome, JobError> {
                 )
             })
             .await?;
-        let Some(held) = committed else {
-            return Ok(Outcome::Interrupted);
+        let cancel_requested = match committed {
+            None => return Ok(Outcome::Interrupted),
+            Some(Held::Lost) => return Ok(Outcome::LeaseLost),
+            Some(Held::Yes { cancel_requested }) => cancel_requested,
         };
-        if !held {
-            return Ok(Outcome::LeaseLost);
-        }
         done = end as i64;
+        if cancel_requested && done < total {
+            tracing::info!(job_id = %job.id, done, total, "import cancelled");
+            return Ok(Outcome::Cancelled);
+        }
         if logged.elapsed() >= PROGRESS_EVERY {
             logged = Instant::now();
             let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
@@ -137,19 +148,33 @@ async fn run(job: &Claimed, context: &JobContext) -> Result<Outcome, JobError> {
         // Let other tasks (and other writers queued on SQLite's one connection) in between chunks.
         tokio::task::yield_now().await;
     }
-    finish(job, context, rejected_count).await
+    finish(job, context).await
 }
 
 /// Builds `result` from what the chunks committed and marks the job succeeded.
-async fn finish(
-    job: &Claimed,
-    context: &JobContext,
-    rejected_count: i64,
-) -> Result<Outcome, JobError> {
-    let created = store::jobs::created_ids(&context.db, job.id)
+async fn finish(job: &Claimed, context: &JobContext) -> Result<Outcome, JobError> {
+    let result = import_result(&context.db, job.id).await?;
+    let succeeded = context
+        .persist(|| store::jobs::succeed(&context.db, job.id, &context.worker, &result))
+        .await?;
+    Ok(match succeeded {
+        Some(true) => Outcome::Succeeded,
+        Some(false) => Outcome::LeaseLost,
+        None => Outcome::Interrupted,
+    })
+}
+
+/// The `result` of the chunks committed so far: every created id, the first rejected rows
+/// and the exact counts (the job row's `rejected_count`).
+async fn import_result(db: &Db, job_id: uuid::Uuid) -> Result<String, JobError> {
+    let rejected_count = store::jobs::find(db, job_id)
+        .await
+        .map_err(JobError::store)?
+        .map_or(0, |job| job.rejected_count);
+    let created = store::jobs::created_ids(db, job_id)
         .await
         .map_err(JobError::store)?;
-    let stored = store::jobs::rejections(&context.db, job.id)
+    let stored = store::jobs::rejections(db, job_id)
         .await
         .map_err(JobError::store)?;
     let mut rejected = Vec::with_capacity(stored.len());
@@ -165,19 +190,11 @@ async fn finish(
             errors,
         });
     }
-    let result = serde_json::to_string(&ImportResult {
+    Ok(serde_json::to_string(&ImportResult {
         created_count: created.len(),
         created,
         rejected_count,
         rejected,
     })
-    .expect("a result serialises");
-    let succeeded = context
-        .persist(|| store::jobs::succeed(&context.db, job.id, &context.worker, &result))
-        .await?;
-    Ok(match succeeded {
-        Some(true) => Outcome::Succeeded,
-        Some(false) => Outcome::LeaseLost,
-        None => Outcome::Interrupted,
-    })
+    .expect("a result serialises"))
 }
