@@ -3,6 +3,7 @@
 
     bench.py bench [--duration 10] [--smoke]   the table of bench/README.md
     bench.py load  [--duration 60] [--connections 1000]   the mixed load of issue 10
+    bench.py listing [--items 1000000]   filtered, sorted pages over 1M items; export RSS (issue 20)
 
 bench/run.sh and bench/load.sh are the documented entry points; they build the release
 binaries first and pass LARDER_BIN / BASELINE_BIN here.
@@ -617,6 +618,113 @@ def load(args: argparse.Namespace) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+# ---------------------------------------------------------------- listing and export (issue 20)
+
+
+def rss_kib(server: Server) -> int:
+    return server.status().get("VmRSS", 0)
+
+
+def export_once(server: Server, accept: str) -> dict:
+    """Reads all of GET /items/export as a slow-enough client would (64 KiB reads), sampling
+    larder's RSS every 10 ms; the peak is also VmHWM, reset before the export starts."""
+    server.reset_peak()
+    idle = rss_kib(server)
+    peak = [idle]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], rss_kib(server))
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    t0 = time.perf_counter()
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
+    conn.request("GET", "/items/export", headers={"Accept": accept})
+    response = conn.getresponse()
+    size = lines = 0
+    while True:
+        chunk = response.read(65536)
+        if not chunk:
+            break
+        size += len(chunk)
+        lines += chunk.count(b"\n")
+    elapsed = time.perf_counter() - t0
+    conn.close()
+    stop.set()
+    sampler.join()
+    hwm = server.status().get("VmHWM", 0)
+    return {"accept": accept, "status": response.status, "bytes": size, "lines": lines,
+            "seconds": elapsed, "idle_kib": idle, "peak_kib": max(peak[0], hwm),
+            "growth_kib": max(peak[0], hwm) - idle}
+
+
+def listing(args: argparse.Namespace) -> int:
+    """A filtered, sorted page over `--items` items on SQLite at 64 connections (target p99
+    <= 5 ms), then larder's RSS while exporting them all (target: within 16 MiB of idle)."""
+    larder_bin, _ = binaries(baseline=False)
+    raise_fd_limit()
+    workdir = Path(tempfile.mkdtemp(prefix="larder-listing-"))
+    server = None
+    try:
+        server = start_larder(larder_bin, workdir, {"LARDER_SQLITE_SYNC": args.sqlite_sync,
+                                                    "LARDER_JOB_QUOTA": "100000"})
+        owners = []
+        per_owner = args.items // args.owners
+        t0 = time.perf_counter()
+        for k in range(args.owners):
+            token = register_and_login(server.port, f"owner{k}@example.com")
+            _, _, me = json_request(server.port, "GET", "/users/me", token=token)
+            owners.append(str(me["id"]))
+            done = 0
+            while done < per_owner:
+                count = min(100_000, per_owner - done)
+                result = run_import(server.port, token, count)
+                if "error" in result:
+                    fail(f"seeding by import: {result['error']}")
+                done += count
+        total = per_owner * args.owners
+        log(f"seeded {total:,} items for {args.owners} owners in {time.perf_counter() - t0:.1f} s")
+        time.sleep(1)
+        idle = rss_kib(server)
+        env = {"BENCH_OWNERS": ",".join(owners)}
+        wrk(server.url + "/", 1, args.connections, args.threads, "item_filtered.lua", [], env, workdir)
+        runs = [wrk(server.url + "/", args.duration, args.connections, args.threads, "item_filtered.lua",
+                    [], env, workdir) for _ in range(args.rounds)]
+        requests_ = sum(r["requests"] for r in runs)
+        seconds = sum(r["duration_us"] for r in runs) / 1e6
+        p50 = median([r["p50_us"] for r in runs])
+        p99 = median([r["p99_us"] for r in runs])
+        errors = sum(errors_of(r) for r in runs)
+        exports = [export_once(server, accept) for accept in ("application/x-ndjson", "text/csv")]
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        print(f"\nlisting and export, {when}, {os.cpu_count()} cores, {total:,} items, SQLite "
+              f"(sync={args.sqlite_sync}), {args.rounds} runs of {args.duration:.0f} s at {args.connections} connections\n")
+        print("| row | req/s | p50 ms | p99 ms | errors | target | met |")
+        print("|---|---|---|---|---|---|---|")
+        print(f"| GET /items?owner_id=&min_price=&max_price=&sort=&limit=20 | {requests_ / seconds:,.0f} | "
+              f"{ms(p50)} | {ms(p99)} | {errors} | p99 <= 5 ms | {'yes' if p99 <= 5000 and not errors else '**no**'} |")
+        print("\n| export | items | MiB | seconds | items/s | RSS idle MiB | RSS peak MiB | growth MiB | target | met |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        problems = errors > 0
+        for e in exports:
+            items = e["lines"] - (1 if e["accept"] == "text/csv" else 0)
+            met = e["status"] == 200 and items == total and e["growth_kib"] <= 16 * 1024
+            problems |= not met
+            print(f"| {e['accept']} | {items:,} | {e['bytes'] / 2**20:.1f} | {e['seconds']:.2f} | "
+                  f"{items / e['seconds']:,.0f} | {e['idle_kib'] / 1024:.1f} | {e['peak_kib'] / 1024:.1f} | "
+                  f"{e['growth_kib'] / 1024:.1f} | <= 16 MiB | {'yes' if met else '**no**'} |")
+        print(f"\nlarder RSS idle after seeding: {idle / 1024:.1f} MiB")
+        return 0 if not problems or not args.strict else 1
+    finally:
+        if server:
+            server.stop()
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -646,15 +754,23 @@ def main() -> int:
     b.add_argument("--json", help="also write the raw results here")
     b.add_argument("--routes", help="comma-separated route keys to run alone, without the import job "
                    f"({', '.join(r.key for r in ROUTES)})")
+    g = sub.add_parser("listing", help="a filtered, sorted page over 1,000,000 items, and the export's RSS")
+    g.add_argument("--items", type=int, default=1_000_000)
+    g.add_argument("--owners", type=int, default=10)
+    g.add_argument("--duration", type=float, default=5)
+    g.add_argument("--rounds", type=int, default=3)
+    g.add_argument("--connections", type=int, default=64)
+    g.add_argument("--threads", type=int, default=2)
+    g.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     l = sub.add_parser("load", help="the mixed 1,000-connection load")
     l.add_argument("--duration", type=float, default=60)
     l.add_argument("--connections", type=int, default=1000)
     l.add_argument("--threads", type=int, default=2)
-    for p in (b, l):
+    for p in (b, l, g):
         p.add_argument("--sqlite-sync", choices=["full", "normal"], default="full")
         p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, database)")
     args = parser.parse_args()
-    return bench(args) if args.command == "bench" else load(args)
+    return {"bench": bench, "load": load, "listing": listing}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 
 use super::conditional::{Precondition, Validators, evaluate, has_if_match, last_modified};
 use super::error::{ApiError, ApiResult, ValidationProblemBody};
-use super::extract::{Body, IdPath, JsonValue, QueryParams, into_domain, query_error};
+use super::extract::{Body, IdPath, JsonValue, QueryParams, into_domain};
 use super::idempotency::{self as idem, Begin, MaybeIdempotencyKey};
 use super::openapi::{
     BadId, BusyWriters, ConditionRequired, ItemNotFound, NotJson, NotJsonMediaType, NotMatched,
@@ -27,14 +27,15 @@ use crate::domain::item::{ItemDraft, merge_patch};
 use crate::http::auth_user::AuthUser;
 use crate::http::state::AppState;
 use crate::store::idempotency::{KeyRef, StoredResponse};
-use crate::store::items::{self, Item, NewItem};
+use crate::store::items::{self, After, Item, NewItem, PageKey, RenderedPage, Sort};
 
-pub const DEFAULT_LIMIT: i64 = 20;
-pub const MAX_LIMIT: i64 = 100;
+mod export;
+mod listing;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_items, create_item))
+        .routes(routes!(export::export_items))
         .routes(routes!(get_item, replace_item, patch_item, delete_item))
 }
 
@@ -123,19 +124,6 @@ pub struct ItemPage<'a> {
     pub next_cursor: Option<String>,
 }
 
-/// A page's cursor: the last id it showed. Clients treat it as opaque; it is plain digits
-/// so that the documented pattern describes exactly the cursors larder accepts.
-fn encode_cursor(last_id: i64) -> String {
-    last_id.to_string()
-}
-
-fn decode_cursor(cursor: &str) -> Option<i64> {
-    if cursor.is_empty() || cursor.len() > 18 || !cursor.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    cursor.parse().ok()
-}
-
 /// The response of a write: the item, its `ETag`, and for a creation its `Location`.
 fn item_response(status: StatusCode, item: &Item) -> StoredResponse {
     let (modified, date) = last_modified(item.updated_at);
@@ -168,54 +156,74 @@ fn send(status: StatusCode, item: &Item) -> Response {
     response
 }
 
-/// A page of items in id order.
+/// The sorts `GET /items` and `GET /items/export` take (`-` first: descending).
+#[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code)]
+pub enum ItemSort {
+    #[serde(rename = "id")]
+    Id,
+    #[serde(rename = "-id")]
+    IdDesc,
+    #[serde(rename = "price")]
+    Price,
+    #[serde(rename = "-price")]
+    PriceDesc,
+    #[serde(rename = "created_at")]
+    CreatedAt,
+    #[serde(rename = "-created_at")]
+    CreatedAtDesc,
+}
+
+/// A page of items: filtered, sorted (ties broken by id), one keyset cursor at a time.
+/// The page's weak `ETag` is a digest of its body; 304 on a matching `If-None-Match`.
 #[utoipa::path(get, path = "/items", tag = "items",
     params(
+        ("owner_id" = Option<i64>, Query, description = "Only this user's items"),
+        ("q" = Option<String>, Query, description = "Only items whose name contains this text, ignoring case (`%` and `_` are plain characters)"),
+        ("min_price" = Option<f64>, Query, description = "Only items priced at least this"),
+        ("max_price" = Option<f64>, Query, description = "Only items priced at most this (not below `min_price`)"),
+        ("sort" = Option<ItemSort>, Query, description = "The order, ties broken by id in the same direction (default `id`)"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Items per page (default 20)"),
-        ("cursor" = Option<String>, Query, pattern = "^[0-9]{1,18}$", description = "The `next_cursor` of the previous page"),
+        ("cursor" = Option<String>, Query, pattern = r"^([0-9]{1,18}|-id\.[0-9]{1,18}|-?price\.[0-9a-f]{16}\.[0-9]{1,18}|-?created_at\.-?[0-9]{1,30}\.[0-9]{1,18})$",
+            description = "The `next_cursor` of the previous page, with the same `sort`"),
+        ("If-None-Match" = Option<String>, Header, description = "The page's `ETag` the client holds"),
     ),
     responses(
-        (status = 200, description = "A page of items", body = ItemPage),
-        (status = 422, description = "A bad limit or cursor", body = ValidationProblemBody, content_type = "application/problem+json"),
+        (status = 200, description = "A page of items", body = ItemPage, headers(("ETag" = String, description = "Weak entity tag of the page"))),
+        (status = 304, description = "The client's copy of the page is current", headers(("ETag" = String, description = "Weak entity tag of the page"))),
+        (status = 422, description = "A bad filter, sort, limit or cursor, `min_price` above `max_price`, or a cursor of another sort", body = ValidationProblemBody, content_type = "application/problem+json"),
     ))]
 pub async fn list_items(
     State(state): State<AppState>,
-    QueryParams(query): QueryParams,
+    QueryParams(params): QueryParams,
+    headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let limit = match query.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(raw) => match raw.parse::<i64>() {
-            Ok(limit) if (1..=MAX_LIMIT).contains(&limit) => limit,
-            Ok(_) => {
-                return Err(query_error(
-                    "limit",
-                    "less_than_equal",
-                    "Input should be between 1 and 100",
-                ));
-            }
-            Err(_) => {
-                return Err(query_error(
-                    "limit",
-                    "int_parsing",
-                    "Input should be a valid integer, unable to parse string as an integer",
-                ));
-            }
-        },
-    };
-    let after = match query.get("cursor") {
-        None => 0,
-        Some(cursor) => decode_cursor(cursor)
-            .ok_or_else(|| query_error("cursor", "value_error", "Invalid cursor"))?,
+    let request = listing::page_request(&params)?;
+    // The plain listing (no filter, id order) is the hot one: its key allocates nothing.
+    let key: PageKey = if request.query.filter.is_empty() && request.query.sort == Sort::BY_ID {
+        (
+            request.after.map_or(0, |after| after.id),
+            request.limit,
+            "".into(),
+        )
+    } else {
+        let rest = format!("{:?}|{:?}", request.query, request.after);
+        (0, request.limit, rest.into())
     };
     // Taken before the reads: a write that lands after it makes the answer one not to keep.
     let tag = items::generation(&state.db);
-    if let Some(body) = items::page_body(&state.db, after, limit, tag) {
-        return Ok(json_answer(StatusCode::OK, body));
+    if let Some(page) = items::page_body(&state.db, &key, tag) {
+        return Ok(page_answer(&headers, page));
     }
-    let mut items = items::page(&state.db, after, limit + 1).await?;
+    let limit = request.limit;
+    let mut items =
+        items::page(&state.db, &request.query, request.after.as_ref(), limit + 1).await?;
     let next_cursor = if items.len() as i64 > limit {
         items.truncate(limit as usize);
-        items.last().map(|item| encode_cursor(item.id))
+        items.last().map(|item| {
+            let sort = request.query.sort;
+            listing::encode_cursor(sort, &After::item(sort, item))
+        })
     } else {
         None
     };
@@ -225,9 +233,40 @@ pub async fn list_items(
     };
     let mut body = Vec::with_capacity(64 + 320 * page.items.len());
     serde_json::to_writer(&mut body, &page).expect("a page serialises");
-    let body = Bytes::from(body);
-    items::keep_page_body(&state.db, after, limit, tag, body.clone());
-    Ok(json_answer(StatusCode::OK, body))
+    let page = RenderedPage {
+        etag: page_etag(&body),
+        body: Bytes::from(body),
+    };
+    items::keep_page_body(&state.db, key, tag, page.clone());
+    Ok(page_answer(&headers, page))
+}
+
+/// A page's weak entity tag: a digest of its body, so any change to what the page shows (an
+/// item on it written, an item inserted into it or deleted from it, another next cursor)
+/// changes it, and the same page read by two processes has the same tag.
+fn page_etag(body: &[u8]) -> Bytes {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(body);
+    let mut etag = String::with_capacity(4 + 32);
+    etag.push_str("W/\"");
+    for byte in &digest[..16] {
+        etag.push_str(&format!("{byte:02x}"));
+    }
+    etag.push('"');
+    Bytes::from(etag)
+}
+
+/// The page, or 304 when the client's `If-None-Match` names its tag.
+fn page_answer(headers: &HeaderMap, page: RenderedPage) -> Response {
+    let etag = HeaderValue::from_maybe_shared(page.etag.clone()).expect("etags are header text");
+    let opaque = std::str::from_utf8(&page.etag[2..]).expect("etags are ASCII");
+    let mut response = if if_none_match_hits(headers, opaque) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        json_answer(StatusCode::OK, page.body)
+    };
+    response.headers_mut().insert(header::ETAG, etag);
+    response
 }
 
 /// A JSON answer whose body is already serialised.
@@ -530,26 +569,4 @@ pub async fn delete_item(
 ) -> ApiResult<StatusCode> {
     versioned_write(&state, &user, item_id, &headers, Change::Delete).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursors_round_trip_and_reject_garbage() {
-        assert_eq!(decode_cursor(&encode_cursor(42)), Some(42));
-        assert_eq!(decode_cursor("0"), Some(0));
-        for bad in [
-            "",
-            "garbage!",
-            "-1",
-            "+1",
-            "1.5",
-            " 1",
-            "1234567890123456789",
-        ] {
-            assert_eq!(decode_cursor(bad), None, "{bad}");
-        }
-    }
 }

@@ -15,7 +15,7 @@ use super::error::{FieldErrorSchema, PROBLEM_JSON, ProblemBody, ValidationProble
 #[openapi(
     info(title = "larder", description = "An items-and-users JSON API whose every answer carries the status code the HTTP standards ask for."),
     components(
-        schemas(ProblemBody, ValidationProblemBody, FieldErrorSchema),
+        schemas(ProblemBody, ValidationProblemBody, FieldErrorSchema, super::items::ItemSort),
         responses(
             NotJson, Unauthorized, NotTheOwner, ItemNotFound, UserNotFound, BusyWriters,
             StillRunning, NotMatched, TooLarge, NotJsonMediaType, BadId, BadJobId, JobExpired,

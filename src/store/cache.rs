@@ -18,9 +18,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
-use super::items::{Item, ItemSummary};
+use super::items::{Item, ItemSummary, PageKey, RenderedPage};
 use super::users::User;
 
 /// The most entries one map holds; past that it is cleared (cheap, and rare).
@@ -76,7 +74,7 @@ pub struct ReadCache {
     items: Tagged<i64, Option<Item>>,
     /// A page's answer as the HTTP layer rendered it: a repeated read of an unchanged page
     /// is then a lookup and a reference count, not 20 items serialised again.
-    page_bodies: Tagged<(i64, i64), Bytes>,
+    page_bodies: Tagged<PageKey, RenderedPage>,
     newest: Tagged<i64, Vec<ItemSummary>>,
     /// Bumped on every user write, so a lookup that raced a deletion is not kept.
     user_generation: AtomicU64,
@@ -115,13 +113,12 @@ impl ReadCache {
         self.items.put(id, tag, item, self.generation());
     }
 
-    pub fn page_body(&self, after: i64, limit: i64, generation: u64) -> Option<Bytes> {
-        self.page_bodies.get(&(after, limit), generation)
+    pub fn page_body(&self, key: &PageKey, generation: u64) -> Option<RenderedPage> {
+        self.page_bodies.get(key, generation)
     }
 
-    pub fn put_page_body(&self, after: i64, limit: i64, tag: u64, body: Bytes) {
-        self.page_bodies
-            .put((after, limit), tag, body, self.generation());
+    pub fn put_page_body(&self, key: PageKey, tag: u64, page: RenderedPage) {
+        self.page_bodies.put(key, tag, page, self.generation());
     }
 
     pub fn newest(&self, limit: i64, generation: u64) -> Option<Vec<ItemSummary>> {
@@ -168,6 +165,7 @@ impl ReadCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use chrono::Utc;
 
     fn item(id: i64, version: i64) -> Item {
@@ -200,7 +198,11 @@ mod tests {
         let cache = ReadCache::default();
         let tag = cache.generation();
         cache.put_item(1, tag, Some(item(1, 1)));
-        cache.put_page_body(0, 21, tag, Bytes::from_static(b"{}"));
+        let page = RenderedPage {
+            body: Bytes::from_static(b"{}"),
+            etag: Bytes::from_static(b"W/\"0\""),
+        };
+        cache.put_page_body((0, 21, "".into()), tag, page);
         cache.put_newest(20, tag, vec![]);
         assert_eq!(
             cache.item(1, cache.generation()).unwrap().unwrap().version,
@@ -209,7 +211,7 @@ mod tests {
         cache.items_changed();
         let now = cache.generation();
         assert!(cache.item(1, now).is_none());
-        assert!(cache.page_body(0, 21, now).is_none());
+        assert!(cache.page_body(&(0, 21, "".into()), now).is_none());
         assert!(cache.newest(20, now).is_none());
     }
 

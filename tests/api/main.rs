@@ -9,6 +9,7 @@ mod cache;
 mod faults;
 mod foundation;
 mod hostile;
+mod item_listing;
 mod items;
 mod job_controls;
 mod jobs;

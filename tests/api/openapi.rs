@@ -19,6 +19,7 @@ const SERVED: &[(&str, &str)] = &[
     ("POST", "/auth/token"),
     ("GET", "/healthz"),
     ("GET", "/items"),
+    ("GET", "/items/export"),
     ("POST", "/items"),
     ("DELETE", "/items/{item_id}"),
     ("GET", "/items/{item_id}"),
