@@ -14,7 +14,9 @@ pub mod layers;
 pub mod limited;
 pub mod openapi;
 pub mod ops;
+pub mod password_reset;
 pub mod route_label;
+pub mod sessions;
 pub mod state;
 pub mod users;
 
@@ -39,6 +41,8 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(ops::router())
         .merge(users::router())
         .merge(auth::router())
+        .merge(sessions::router())
+        .merge(password_reset::router())
         .merge(items::router())
         .merge(jobs::router())
         .merge(limited::router())

@@ -57,6 +57,8 @@ pub mod cache;
 pub mod idempotency;
 pub mod items;
 pub mod jobs;
+pub mod password_resets;
+pub mod sessions;
 pub mod storage;
 pub mod users;
 

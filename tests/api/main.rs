@@ -4,6 +4,8 @@
 mod helpers;
 mod hooks;
 
+mod accounts;
+mod admin_cli;
 mod auth;
 mod cache;
 mod faults;
@@ -13,9 +15,11 @@ mod items;
 mod jobs;
 mod limits;
 mod openapi;
+mod password_reset;
 mod process;
 mod storage;
 mod throttles;
+mod upgrade;
 
 /// Under `CI=true` no test may be skipped for want of a service or of root: a build without
 /// PostgreSQL, Redis or root fails here (those tests are then ignored, see `build.rs`).
