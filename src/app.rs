@@ -14,10 +14,12 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::mail::Mailer;
 use crate::auth::password;
 use crate::auth::token::Tokens;
 use crate::config::{
-    AdminCommand, AdminCreate, BackupArgs, Cli, Command, DatabaseSettings, DatabaseUrl, Settings,
+    AdminCommand, AdminCreate, AdminDeactivate, AdminList, AdminSetPassword, BackupArgs, Cli,
+    Command, DatabaseSettings, DatabaseUrl, Settings,
 };
 use crate::domain::user::{Email, Password};
 use crate::http::state::{AppContext, AppState};
@@ -66,10 +68,31 @@ pub fn main() -> ExitCode {
         Command::Backup(args) => runtime.block_on(backup(args)),
         Command::Admin {
             action: AdminCommand::Create(args),
-        } => match admin_from_stdin(&args) {
+        } => match admin_from_stdin(&args.email) {
             Ok((email, password)) => runtime.block_on(create_admin(args, email, password)),
             Err(problem) => {
                 eprintln!("larder: {problem}");
+                return ExitCode::from(2);
+            }
+        },
+        Command::Admin {
+            action: AdminCommand::List(args),
+        } => runtime.block_on(list_accounts(args)),
+        Command::Admin {
+            action: AdminCommand::SetPassword(args),
+        } => match admin_from_stdin(&args.email) {
+            Ok((email, password)) => runtime.block_on(set_password(args, email, password)),
+            Err(problem) => {
+                eprintln!("larder: {problem}");
+                return ExitCode::from(2);
+            }
+        },
+        Command::Admin {
+            action: AdminCommand::Deactivate(args),
+        } => match Email::parse(&args.email) {
+            Ok(email) => runtime.block_on(deactivate(args, email)),
+            Err(problem) => {
+                eprintln!("larder: --email: {problem}");
                 return ExitCode::from(2);
             }
         },
@@ -191,10 +214,10 @@ async fn shutdown_signal() {
     tracing::info!("shutdown requested: no new connections, finishing in-flight requests");
 }
 
-/// The admin's email from `--email` and password from stdin, both checked: a bad one is a
-/// usage error (exit 2), found before the database is touched.
-fn admin_from_stdin(args: &AdminCreate) -> Result<(Email, Password), String> {
-    let email = Email::parse(&args.email).map_err(|e| format!("--email: {e}"))?;
+/// The email from `--email` and password from stdin, both checked: a bad one is a usage
+/// error (exit 2), found before the database is touched.
+fn admin_from_stdin(email: &str) -> Result<(Email, Password), String> {
+    let email = Email::parse(email).map_err(|e| format!("--email: {e}"))?;
     let mut line = String::new();
     std::io::stdin()
         .lock()
@@ -216,6 +239,96 @@ async fn create_admin(args: AdminCreate, email: Email, password: Password) -> an
     Ok(())
 }
 
+/// `larder admin list`: one line per account, tab-separated.
+async fn list_accounts(args: AdminList) -> anyhow::Result<()> {
+    let db = Db::connect(&args.database)
+        .await
+        .context("opening the database")?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "id\temail\trole\tactive\tcreated_at")?;
+    let mut after = 0;
+    loop {
+        let page = store::users::list(&db, after, 500, &Default::default()).await?;
+        for user in &page {
+            writeln!(
+                out,
+                "{}\t{}\t{}\t{}\t{}",
+                user.id,
+                user.email,
+                user.role,
+                if user.is_active { "yes" } else { "no" },
+                user.created_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )?;
+        }
+        match page.last() {
+            Some(last) if page.len() == 500 => after = last.id,
+            _ => break,
+        }
+    }
+    db.close().await;
+    Ok(())
+}
+
+/// `larder admin set-password`: the account's password is set and every session ends.
+async fn set_password(
+    args: AdminSetPassword,
+    email: Email,
+    password: Password,
+) -> anyhow::Result<()> {
+    let db = Db::connect(&args.database)
+        .await
+        .context("opening the database")?;
+    let account = store::users::credentials(&db, &email.key())
+        .await?
+        .with_context(|| format!("no account has the email {}", email.as_str()))?;
+    let hash = password::hash(&password).await?;
+    store::users::set_password(&db, account.id, &hash).await?;
+    db.close().await;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "the password of {} is set; every session of the account has ended",
+        email.as_str()
+    )?;
+    Ok(())
+}
+
+/// `larder admin deactivate`: the account cannot log in and every session ends.
+async fn deactivate(args: AdminDeactivate, email: Email) -> anyhow::Result<()> {
+    use store::users::{Change, UserChange};
+    let db = Db::connect(&args.database)
+        .await
+        .context("opening the database")?;
+    let account = store::users::credentials(&db, &email.key())
+        .await?
+        .with_context(|| format!("no account has the email {}", email.as_str()))?;
+    let change = UserChange {
+        is_active: Some(false),
+        ..UserChange::default()
+    };
+    let outcome = store::users::change(&db, account.id, &change).await?;
+    db.close().await;
+    match outcome {
+        Change::Changed(_) => {
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "{} is deactivated; every session of the account has ended",
+                email.as_str()
+            )?;
+            Ok(())
+        }
+        Change::LastAdmin => anyhow::bail!(
+            "{} is the last active admin: make another admin first",
+            email.as_str()
+        ),
+        Change::NotFound | Change::EmailTaken => {
+            anyhow::bail!("no account has the email {}", email.as_str())
+        }
+    }
+}
+
 async fn ensure_admin(
     db: &Db,
     email: &Email,
@@ -225,8 +338,12 @@ async fn ensure_admin(
     // account's is not set again, so a restart does not end the admin's tokens.
     let stored = store::users::credentials(db, &email.key()).await?;
     let hash = match stored {
-        Some((_, stored))
-            if password::verify(password.expose().to_string(), Some(stored.clone())).await? =>
+        Some(account)
+            if password::verify(
+                password.expose().to_string(),
+                Some(account.password_hash.clone()),
+            )
+            .await? =>
         {
             None
         }
@@ -333,6 +450,7 @@ impl Application {
             .context("reading the installation id")?;
         let tokens = Tokens::new(&jwt_secret(&settings)?, settings.token_ttl, &installation);
         let limits = Limits::from_settings(&settings).await?;
+        let mailer = Mailer::new(settings.smtp_url.as_ref(), &settings.mail_from)?;
         tokio::task::spawn_blocking(password::warm_up);
 
         let listener = TcpListener::bind(settings.bind)
@@ -348,6 +466,7 @@ impl Application {
                 kinds: extensions.kinds,
                 ..Default::default()
             },
+            mailer,
         });
         let stop = CancellationToken::new();
         let mut background = vec![tokio::spawn(housekeeping(state.clone(), stop.clone()))];
@@ -456,6 +575,9 @@ async fn housekeeping(state: AppState, stop: CancellationToken) {
         }
         if let Err(error) = store::idempotency::sweep(&state.db).await {
             tracing::warn!(%error, "sweeping idempotency keys failed");
+        }
+        if let Err(error) = store::sessions::sweep(&state.db).await {
+            tracing::warn!(%error, "sweeping sessions and reset tokens failed");
         }
         state.limits.evict_stale();
     }

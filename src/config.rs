@@ -41,6 +41,40 @@ pub enum Command {
 pub enum AdminCommand {
     /// Create an admin account (or promote an existing account to admin).
     Create(AdminCreate),
+    /// List every account: id, email, role, whether it is active.
+    List(AdminList),
+    /// Set an account's password (read from stdin); every session of the account ends.
+    SetPassword(AdminSetPassword),
+    /// Deactivate an account: it cannot log in and every session ends (never the last
+    /// active admin).
+    Deactivate(AdminDeactivate),
+}
+
+#[derive(Debug, Args)]
+pub struct AdminList {
+    #[command(flatten)]
+    pub database: DatabaseSettings,
+}
+
+#[derive(Debug, Args)]
+pub struct AdminSetPassword {
+    /// The account's email address.
+    #[arg(long)]
+    pub email: String,
+    /// Read the password from standard input (one line).
+    #[arg(long, required = true)]
+    pub password_stdin: bool,
+    #[command(flatten)]
+    pub database: DatabaseSettings,
+}
+
+#[derive(Debug, Args)]
+pub struct AdminDeactivate {
+    /// The account's email address.
+    #[arg(long)]
+    pub email: String,
+    #[command(flatten)]
+    pub database: DatabaseSettings,
 }
 
 #[derive(Debug, Args)]
@@ -136,8 +170,8 @@ pub struct Settings {
     /// Secret for signing tokens (at least 32 bytes).
     #[arg(long, env = "LARDER_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
-    /// Lifetime of an access token in seconds (at most 24 hours).
-    #[arg(long, env = "LARDER_TOKEN_TTL", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    /// Lifetime of an access token in seconds (at most 24 hours); refresh tokens live 30 days.
+    #[arg(long, env = "LARDER_TOKEN_TTL", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub token_ttl: u64,
     /// Email of an admin to create at start (idempotent).
     #[arg(long, env = "LARDER_ADMIN_EMAIL")]
@@ -154,9 +188,27 @@ pub struct Settings {
     /// Failed logins allowed per client address, whatever the account.
     #[arg(long, env = "LARDER_LOGIN_ADDRESS_LIMIT", default_value = "100/5m")]
     pub login_address_limit: RateLimitSpec,
-    /// Registrations allowed per client address.
+    /// Registrations allowed per client address, and password-reset requests (counted apart).
     #[arg(long, env = "LARDER_REGISTRATION_LIMIT", default_value = "20/1h")]
     pub registration_limit: RateLimitSpec,
+    /// SMTP server for password-reset mail, `smtp://HOST[:PORT]` (plain SMTP, e.g. a local
+    /// relay); without it the reset link is written to the log.
+    #[arg(long, env = "LARDER_SMTP_URL", value_parser = parse_smtp_url)]
+    pub smtp_url: Option<SmtpUrl>,
+    /// The sender of larder's mail.
+    #[arg(
+        long,
+        env = "LARDER_MAIL_FROM",
+        default_value = "larder <noreply@localhost>"
+    )]
+    pub mail_from: String,
+    /// The page a password-reset link opens; the link adds `?token=…`.
+    #[arg(
+        long,
+        env = "LARDER_PASSWORD_RESET_URL",
+        default_value = "http://localhost:8000/reset-password"
+    )]
+    pub password_reset_url: String,
     /// Comma-separated addresses or CIDRs of proxies whose `Forwarded` / `X-Forwarded-For`
     /// name the client; from any other peer those headers are ignored.
     #[arg(long, env = "LARDER_TRUSTED_PROXIES", default_value = "")]
@@ -257,6 +309,33 @@ impl Settings {
         settings.database.database_url = database_url;
         *settings
     }
+}
+
+/// Where password-reset mail goes: a plain SMTP server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpUrl {
+    pub host: String,
+    pub port: u16,
+}
+
+fn parse_smtp_url(value: &str) -> Result<SmtpUrl, String> {
+    let malformed = || format!("expected smtp://HOST[:PORT], got {value:?}");
+    let rest = value.strip_prefix("smtp://").ok_or_else(malformed)?;
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
+            (host, port.parse::<u16>().map_err(|_| malformed())?)
+        }
+        _ => (rest, 25),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || host.contains(['/', '@', '?', '#']) {
+        return Err(malformed());
+    }
+    Ok(SmtpUrl {
+        host: host.to_string(),
+        port,
+    })
 }
 
 /// The soft limit on open files (`RLIMIT_NOFILE`).
@@ -484,6 +563,29 @@ mod tests {
         assert!("".parse::<TrustedProxies>().unwrap().is_empty());
         assert!("10.0.0.0/33".parse::<TrustedProxies>().is_err());
         assert!("example.com".parse::<TrustedProxies>().is_err());
+    }
+
+    #[test]
+    fn smtp_urls() {
+        assert_eq!(
+            parse_smtp_url("smtp://127.0.0.1:2525").unwrap(),
+            SmtpUrl {
+                host: "127.0.0.1".into(),
+                port: 2525
+            }
+        );
+        assert_eq!(parse_smtp_url("smtp://mail.example.com").unwrap().port, 25);
+        assert_eq!(parse_smtp_url("smtp://[::1]:2525").unwrap().host, "::1");
+        for bad in [
+            "",
+            "smtps://x",
+            "smtp://",
+            "smtp://h:x",
+            "smtp://u:p@h:25",
+            "http://h",
+        ] {
+            assert!(parse_smtp_url(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! HS256 access tokens with `sub`, `iat`, `exp`, `iss` (the installation), `aud` and `jti`.
+//! HS256 access tokens with `sub`, `sid` (the session), `iat`, `exp`, `iss` (the
+//! installation), `aud` and `jti`.
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
 use serde::{Deserialize, Serialize};
@@ -14,6 +15,8 @@ pub const MAX_TTL_SECS: u64 = 24 * 60 * 60;
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     sub: String,
+    /// The session the token belongs to: revoking it ends the token at once.
+    sid: String,
     iat: i64,
     exp: i64,
     iss: String,
@@ -22,9 +25,10 @@ struct Claims {
 }
 
 /// What a valid token says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
     pub user_id: i64,
+    pub session_id: String,
     /// `iat`: a user's tokens issued before their password was last set are refused.
     pub issued_at: i64,
 }
@@ -67,10 +71,11 @@ impl Tokens {
         &self.issuer
     }
 
-    pub fn issue(&self, user_id: i64) -> anyhow::Result<String> {
+    pub fn issue(&self, user_id: i64, session_id: &str) -> anyhow::Result<String> {
         let now = chrono::Utc::now().timestamp();
         let claims = Claims {
             sub: user_id.to_string(),
+            sid: session_id.to_string(),
             iat: now,
             exp: now + self.ttl_secs as i64,
             iss: self.issuer.clone(),
@@ -90,11 +95,13 @@ impl Tokens {
         if claims.iat > chrono::Utc::now().timestamp() + LEEWAY
             || claims.exp.saturating_sub(claims.iat) > MAX_TTL_SECS as i64
             || claims.jti.is_empty()
+            || claims.sid.is_empty()
         {
             return None;
         }
         Some(Verified {
             user_id: claims.sub.parse().ok()?,
+            session_id: claims.sid,
             issued_at: claims.iat,
         })
     }
@@ -120,6 +127,7 @@ mod tests {
     fn claims(iat: i64, exp: i64) -> Claims {
         Claims {
             sub: "1".into(),
+            sid: "s".into(),
             iat,
             exp,
             iss: "larder:here".into(),
@@ -140,7 +148,7 @@ mod tests {
     #[test]
     fn issued_tokens_verify() {
         let tokens = Tokens::new(SECRET, 60, "here");
-        let token = tokens.issue(42).unwrap();
+        let token = tokens.issue(42, "s").unwrap();
         assert_eq!(tokens.verify(&token).map(|v| v.user_id), Some(42));
         let now = chrono::Utc::now().timestamp();
         assert_eq!(
@@ -155,7 +163,7 @@ mod tests {
     fn another_installation_audience_or_an_overlong_life_is_refused() {
         let tokens = Tokens::new(SECRET, 60, "here");
         let elsewhere = Tokens::new(SECRET, 60, "elsewhere");
-        assert_eq!(tokens.verify(&elsewhere.issue(1).unwrap()), None);
+        assert_eq!(tokens.verify(&elsewhere.issue(1, "s").unwrap()), None);
         let now = chrono::Utc::now().timestamp();
         let mut other_audience = claims(now, now + 60);
         other_audience.aud = "someone-else".into();
@@ -172,7 +180,7 @@ mod tests {
     fn other_keys_none_and_expired_are_refused() {
         let tokens = Tokens::new(SECRET, 60, "here");
         let other = Tokens::new(b"another-secret-another-secret-xx", 60, "here");
-        assert_eq!(tokens.verify(&other.issue(1).unwrap()), None);
+        assert_eq!(tokens.verify(&other.issue(1, "s").unwrap()), None);
         let now = chrono::Utc::now().timestamp();
         let none = forge(
             r#"{"alg":"none","typ":"JWT"}"#,

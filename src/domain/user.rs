@@ -220,6 +220,258 @@ impl TryFrom<&Value> for Credentials {
     }
 }
 
+/// The longest refresh or reset token accepted (larder's are 43 characters).
+pub const OPAQUE_TOKEN_MAX: usize = 512;
+
+/// What `POST /auth/token` is asked for: the password grant (the default) or a refresh.
+#[derive(Debug, Clone)]
+pub enum Grant {
+    Password(Credentials),
+    RefreshToken(String),
+}
+
+impl TryFrom<&Value> for Grant {
+    type Error = Vec<FieldError>;
+
+    fn try_from(value: &Value) -> Result<Self, Self::Error> {
+        let mut fields = Fields::of(value)?;
+        match fields.optional_str("grant_type") {
+            Some(None | Some("" | "password")) => Credentials::try_from(value).map(Grant::Password),
+            Some(Some("refresh_token")) => {
+                let token = fields
+                    .required_str("refresh_token")
+                    .map(|token| bounded_token(&mut fields, "refresh_token", token));
+                fields.finish(token.flatten().map(Grant::RefreshToken))
+            }
+            Some(Some(_)) => {
+                fields.push(
+                    "grant_type",
+                    "string_pattern_mismatch",
+                    "String should match pattern '^(password|refresh_token)$'",
+                );
+                fields.finish(None)
+            }
+            None => fields.finish(None),
+        }
+    }
+}
+
+/// An opaque token no longer than [`OPAQUE_TOKEN_MAX`].
+fn bounded_token(fields: &mut Fields<'_>, name: &str, token: &str) -> Option<String> {
+    if token.len() > OPAQUE_TOKEN_MAX {
+        fields.push(
+            name,
+            "string_too_long",
+            format!("String should have at most {OPAQUE_TOKEN_MAX} characters"),
+        );
+        return None;
+    }
+    Some(token.to_string())
+}
+
+/// What `POST /auth/revoke` accepts (RFC 7009; `token_type_hint` is ignored).
+#[derive(Debug, Clone)]
+pub struct Revocation {
+    pub token: String,
+}
+
+impl TryFrom<&Value> for Revocation {
+    type Error = Vec<FieldError>;
+
+    fn try_from(value: &Value) -> Result<Self, Self::Error> {
+        let mut fields = Fields::of(value)?;
+        // Access tokens are longer than refresh tokens, but not this long.
+        let token = fields.required_str("token").and_then(|token| {
+            if token.len() > 4 * OPAQUE_TOKEN_MAX {
+                fields.push(
+                    "token",
+                    "string_too_long",
+                    format!(
+                        "String should have at most {} characters",
+                        4 * OPAQUE_TOKEN_MAX
+                    ),
+                );
+                None
+            } else {
+                Some(token.to_string())
+            }
+        });
+        fields.finish(token.map(|token| Revocation { token }))
+    }
+}
+
+/// A full name: at most [`FULL_NAME_MAX`] characters; `Some(None)` clears it.
+fn full_name_field(fields: &mut Fields<'_>) -> Option<Option<String>> {
+    fields
+        .optional_str("full_name")
+        .and_then(|name| match name {
+            Some(name) if name.chars().count() > FULL_NAME_MAX => {
+                fields.push(
+                    "full_name",
+                    "string_too_long",
+                    format!("String should have at most {FULL_NAME_MAX} characters"),
+                );
+                None
+            }
+            other => Some(other.map(str::to_string)),
+        })
+}
+
+/// What `PATCH /users/me` accepts: each field is changed only when present.
+#[derive(Debug, Clone, Default)]
+pub struct ProfileChange {
+    pub email: Option<Email>,
+    /// `Some(None)` clears the name.
+    pub full_name: Option<Option<String>>,
+}
+
+impl TryFrom<&Value> for ProfileChange {
+    type Error = Vec<FieldError>;
+
+    fn try_from(value: &Value) -> Result<Self, Self::Error> {
+        let mut fields = Fields::of(value)?;
+        let mut change = ProfileChange::default();
+        if fields.has("email") {
+            change.email = fields.required_str("email").and_then(|raw| {
+                Email::parse(raw)
+                    .map_err(|msg| fields.push("email", "value_error", msg))
+                    .ok()
+            });
+        }
+        if fields.has("full_name") {
+            change.full_name = full_name_field(&mut fields);
+        }
+        fields.finish(Some(change))
+    }
+}
+
+/// What `PATCH /users/{user_id}` accepts (admins): each field is changed only when present.
+#[derive(Debug, Clone, Default)]
+pub struct AccountChange {
+    pub role: Option<Role>,
+    pub is_active: Option<bool>,
+    pub full_name: Option<Option<String>>,
+}
+
+impl TryFrom<&Value> for AccountChange {
+    type Error = Vec<FieldError>;
+
+    fn try_from(value: &Value) -> Result<Self, Self::Error> {
+        let mut fields = Fields::of(value)?;
+        let mut change = AccountChange::default();
+        match fields.raw("role") {
+            None => {}
+            Some(Value::String(role)) if role == "user" => change.role = Some(Role::User),
+            Some(Value::String(role)) if role == "admin" => change.role = Some(Role::Admin),
+            Some(_) => fields.push("role", "enum", "Input should be 'user' or 'admin'"),
+        }
+        match fields.raw("is_active") {
+            None => {}
+            Some(Value::Bool(active)) => change.is_active = Some(*active),
+            Some(_) => fields.push("is_active", "bool_type", "Input should be a valid boolean"),
+        }
+        if fields.has("full_name") {
+            change.full_name = full_name_field(&mut fields);
+        }
+        fields.finish(Some(change))
+    }
+}
+
+/// A password field checked against the policy for `owner`, reported under `name`.
+pub fn password_field(
+    fields: &mut Fields<'_>,
+    name: &str,
+    owner: Option<&Email>,
+) -> Option<Password> {
+    let raw = fields.required_str(name)?;
+    Password::parse(raw, owner)
+        .map_err(|mut error| {
+            error.loc = vec![name.into()];
+            fields.errors.push(error);
+        })
+        .ok()
+}
+
+/// What `PUT /users/me/password` accepts, for the account with email `owner`.
+#[derive(Debug, Clone)]
+pub struct PasswordChange {
+    pub current_password: String,
+    pub new_password: Password,
+}
+
+impl PasswordChange {
+    pub fn parse(value: &Value, owner: &Email) -> Result<Self, Vec<FieldError>> {
+        let mut fields = Fields::of(value)?;
+        let current = fields.required_str("current_password");
+        let new = password_field(&mut fields, "new_password", Some(owner));
+        if let (Some(current), Some(new)) = (current, &new)
+            && current == new.expose()
+        {
+            fields.push(
+                "new_password",
+                "value_error",
+                "Value error, The new password must differ from the current one",
+            );
+        }
+        let change = match (current, new) {
+            (Some(current), Some(new)) => Some(PasswordChange {
+                current_password: current.to_string(),
+                new_password: new,
+            }),
+            _ => None,
+        };
+        fields.finish(change)
+    }
+}
+
+/// What `POST /auth/password-reset` accepts.
+#[derive(Debug, Clone)]
+pub struct ResetRequest {
+    pub email: Email,
+}
+
+impl TryFrom<&Value> for ResetRequest {
+    type Error = Vec<FieldError>;
+
+    fn try_from(value: &Value) -> Result<Self, Self::Error> {
+        let mut fields = Fields::of(value)?;
+        let email = fields.required_str("email").and_then(|raw| {
+            Email::parse(raw)
+                .map_err(|msg| fields.push("email", "value_error", msg))
+                .ok()
+        });
+        fields.finish(email.map(|email| ResetRequest { email }))
+    }
+}
+
+/// What `POST /auth/password-reset/confirm` accepts. The new password is checked here
+/// against what needs no account; the email rule once the token names the account.
+#[derive(Debug, Clone)]
+pub struct ResetConfirm {
+    pub token: String,
+    pub new_password: Password,
+}
+
+impl TryFrom<&Value> for ResetConfirm {
+    type Error = Vec<FieldError>;
+
+    fn try_from(value: &Value) -> Result<Self, Self::Error> {
+        let mut fields = Fields::of(value)?;
+        let token = fields
+            .required_str("token")
+            .and_then(|token| bounded_token(&mut fields, "token", token));
+        let new_password = password_field(&mut fields, "new_password", None);
+        let confirm = match (token, new_password) {
+            (Some(token), Some(new_password)) => Some(ResetConfirm {
+                token,
+                new_password,
+            }),
+            _ => None,
+        };
+        fields.finish(confirm)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     User,

@@ -9,13 +9,18 @@ use crate::http::error::ApiError;
 use crate::http::state::AppState;
 use crate::store::users::{self, User};
 
-/// The caller, proven by a valid bearer token naming a user that still exists.
+/// The caller, proven by a valid bearer token of a live session of an active user; the
+/// second field is the session's id.
 #[derive(Debug, Clone)]
-pub struct AuthUser(pub User);
+pub struct AuthUser(pub User, pub String);
 
 impl AuthUser {
     pub fn id(&self) -> i64 {
         self.0.id
+    }
+
+    pub fn session_id(&self) -> &str {
+        &self.1
     }
 
     pub fn is_admin(&self) -> bool {
@@ -44,13 +49,14 @@ impl FromRequestParts<AppState> for AuthUser {
         };
         let invalid = || ApiError::unauthorized("Could not validate credentials", true);
         let verified = state.tokens.verify(token).ok_or_else(invalid)?;
-        // Looked up every time, so a deleted user's token stops working at once, and one
-        // issued before the user's password was last set too.
-        let user = users::find(&state.db, verified.user_id)
+        // One query every time (user and session by primary key), so the token of a deleted
+        // or deactivated user or of a revoked session stops working at once, whichever
+        // process revoked it, and one issued before the user's password was last set too.
+        let user = users::for_session(&state.db, verified.user_id, &verified.session_id)
             .await?
             .filter(|user| verified.issued_at >= user.tokens_valid_after)
             .ok_or_else(invalid)?;
-        Ok(AuthUser(user))
+        Ok(AuthUser(user, verified.session_id))
     }
 }
 

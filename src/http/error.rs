@@ -48,6 +48,8 @@ pub struct Problem {
     pub kind: &'static str,
     pub detail: Cow<'static, str>,
     pub errors: Option<Vec<FieldError>>,
+    /// An OAuth 2.0 error code (RFC 6749 §5.2), for the token endpoint's refusals.
+    pub oauth_error: Option<&'static str>,
 }
 
 /// The problem document (RFC 9457), as every error answer carries it.
@@ -68,6 +70,11 @@ pub struct ProblemBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<FieldErrorSchema>>)]
     pub errors: Option<&'a [FieldError]>,
+    /// The OAuth 2.0 error code (RFC 6749 §5.2) of a refused token request, e.g.
+    /// `invalid_grant`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "invalid_grant")]
+    pub error: Option<&'a str>,
 }
 
 /// The 422 problem document: the problem fields plus one entry per failing field.
@@ -106,6 +113,7 @@ impl ApiError {
                 kind: "about:blank",
                 detail: detail.into(),
                 errors: None,
+                oauth_error: None,
             },
             headers: HeaderMap::new(),
         }))
@@ -138,6 +146,14 @@ impl ApiError {
         let mut error = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "Validation failed")
             .with_type("/problems/validation");
         error.0.problem.errors = Some(errors);
+        error
+    }
+
+    /// 400 with an OAuth 2.0 error code (RFC 6749 §5.2) as the `error` member.
+    pub fn oauth(code: &'static str, detail: &'static str) -> Self {
+        let mut error = ApiError::new(StatusCode::BAD_REQUEST, detail)
+            .with_header(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        error.0.problem.oauth_error = Some(code);
         error
     }
 
@@ -271,6 +287,7 @@ pub fn problem_for_status(status: StatusCode) -> Problem {
         kind: "about:blank",
         detail: Cow::Borrowed(detail),
         errors: None,
+        oauth_error: None,
     }
 }
 
@@ -289,6 +306,7 @@ pub fn render_problem(
         instance,
         request_id,
         errors: problem.errors.as_deref(),
+        error: problem.oauth_error,
     };
     serde_json::to_vec(&body).expect("a problem body always serialises")
 }
@@ -305,6 +323,7 @@ mod tests {
             errors: Some(vec![
                 FieldError::new(vec!["price".into()], "missing", "Field required").under("body"),
             ]),
+            oauth_error: None,
         };
         let body = render_problem(
             StatusCode::UNPROCESSABLE_ENTITY,

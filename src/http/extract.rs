@@ -214,6 +214,19 @@ impl<S: Send + Sync> FromRequestParts<S> for IdPath {
     }
 }
 
+/// A path parameter as text (an unknown value is the handler's 404, never a 422).
+#[derive(Debug, Clone)]
+pub struct TextPath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for TextPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let (_, value) = path_param(parts).await?;
+        Ok(TextPath(value))
+    }
+}
+
 /// A UUID from the path; anything else is 422 with `loc: ["path", name]`.
 #[derive(Debug, Clone, Copy)]
 pub struct UuidPath(pub Uuid);

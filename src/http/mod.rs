@@ -16,7 +16,9 @@ pub mod negotiation;
 pub mod openapi;
 pub mod ops;
 pub mod prefer;
+pub mod password_reset;
 pub mod route_label;
+pub mod sessions;
 pub mod state;
 pub mod users;
 
@@ -41,6 +43,8 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(ops::router())
         .merge(users::router())
         .merge(auth::router())
+        .merge(sessions::router())
+        .merge(password_reset::router())
         .merge(items::router())
         .merge(jobs::router())
         .merge(limited::router())

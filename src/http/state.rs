@@ -3,6 +3,7 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
+use crate::auth::mail::Mailer;
 use crate::auth::token::Tokens;
 use crate::config::Settings;
 use crate::jobs::Queue;
@@ -15,6 +16,7 @@ pub struct AppContext {
     pub tokens: Tokens,
     pub limits: Limits,
     pub jobs: Queue,
+    pub mailer: Mailer,
 }
 
 #[derive(Clone)]

@@ -48,6 +48,8 @@ pub struct Limits {
     pub failed_logins_by_address: Throttle,
     /// Registrations per client address.
     pub registrations: Throttle,
+    /// Password-reset requests per client address (the registrations' setting).
+    pub password_resets: Throttle,
 }
 
 impl Limits {
@@ -76,6 +78,7 @@ impl Limits {
             failed_logins: throttle("login", settings.login_limit),
             failed_logins_by_address: throttle("login-address", settings.login_address_limit),
             registrations: throttle("registration", settings.registration_limit),
+            password_resets: throttle("password-reset", settings.registration_limit),
         })
     }
 
@@ -85,6 +88,7 @@ impl Limits {
         self.failed_logins.evict_stale();
         self.failed_logins_by_address.evict_stale();
         self.registrations.evict_stale();
+        self.password_resets.evict_stale();
     }
 }
 

@@ -8,9 +8,10 @@
 //! client has already bumped the generation, so no read that starts after it can see a
 //! value read before it: reads are never stale in-process.
 //!
-//! Users (the `AuthUser` lookup on every authenticated request): cached by id, dropped
-//! synchronously on every user write in this process, and kept at most [`USER_TTL`] because
-//! `larder admin create` may change a user from another process.
+//! Users (the `AuthUser` lookup on every authenticated request): cached by id, and by session
+//! for the token check, dropped synchronously on every user or session write in this
+//! process, and kept at most [`USER_TTL`] because `larder admin` commands may change a user
+//! (or end their sessions) from another process.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -79,6 +80,8 @@ pub struct ReadCache {
     /// Bumped on every user write, so a lookup that raced a deletion is not kept.
     user_generation: AtomicU64,
     users: Mutex<HashMap<i64, (u64, Instant, User)>>,
+    /// The user a live session belongs to, by session id.
+    sessions: Mutex<HashMap<String, (u64, Instant, User)>>,
 }
 
 impl Default for ReadCache {
@@ -90,6 +93,7 @@ impl Default for ReadCache {
             newest: Tagged::new(64),
             user_generation: AtomicU64::new(0),
             users: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -154,11 +158,32 @@ impl ReadCache {
         users.insert(user.id, (tag, Instant::now(), user));
     }
 
-    /// Call after every committed write to users (before answering its client).
+    /// The active user whose live session this is.
+    pub fn session_user(&self, session_id: &str) -> Option<User> {
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let (tag, at, user) = sessions.get(session_id)?;
+        (*tag == self.user_generation() && at.elapsed() < USER_TTL).then(|| user.clone())
+    }
+
+    /// Keeps the user of a live session (read at generation `tag`).
+    pub fn put_session_user(&self, tag: u64, session_id: &str, user: User) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        if tag != self.user_generation() {
+            return;
+        }
+        if sessions.len() >= MAX_ENTRIES {
+            sessions.clear();
+        }
+        sessions.insert(session_id.to_string(), (tag, Instant::now(), user));
+    }
+
+    /// Call after every committed write to users or sessions (before answering its client).
     pub fn users_changed(&self) {
         let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         self.user_generation.fetch_add(1, Ordering::AcqRel);
         users.clear();
+        sessions.clear();
     }
 }
 
@@ -190,6 +215,7 @@ mod tests {
             role: "user".into(),
             created_at: Utc::now(),
             tokens_valid_after: 0,
+            is_active: true,
         }
     }
 
@@ -237,6 +263,10 @@ mod tests {
         cache.users_changed();
         cache.put_user(tag, user(7));
         assert!(cache.user(7).is_none());
+        cache.put_session_user(cache.user_generation(), "s", user(7));
+        assert_eq!(cache.session_user("s").map(|u| u.id), Some(7));
+        cache.users_changed();
+        assert!(cache.session_user("s").is_none());
     }
 
     #[test]

@@ -58,6 +58,8 @@ pub mod idempotency;
 pub mod items;
 pub mod jobs;
 pub mod schema;
+pub mod password_resets;
+pub mod sessions;
 pub mod storage;
 pub mod users;
 

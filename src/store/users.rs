@@ -1,4 +1,5 @@
-//! Users: registration, lookup for login and tokens, admin deletion.
+//! Users: registration, lookup for login and tokens, listing, changes, deletion, and the
+//! last-active-admin rule.
 
 use chrono::{DateTime, Utc};
 
@@ -15,7 +16,12 @@ pub struct User {
     pub created_at: DateTime<Utc>,
     /// Unix seconds: the user's tokens issued before it are refused (set with the password).
     pub tokens_valid_after: i64,
+    /// A deactivated user cannot log in, and their tokens are refused.
+    pub is_active: bool,
 }
+
+/// The columns a [`User`] is read from, in its field order.
+const COLUMNS: &str = "id, email, full_name, role, created_at, tokens_valid_after, is_active";
 
 impl User {
     pub fn role(&self) -> Role {
@@ -39,7 +45,7 @@ pub async fn insert(
     db.write(async {
     let sql = "insert into users (email, email_key, password_hash, full_name, role, created_at) \
                values ($1, $2, $3, $4, $5, $6) \
-               returning id, email, full_name, role, created_at, tokens_valid_after";
+               returning id, email, full_name, role, created_at, tokens_valid_after, is_active";
     let result = with_writer!(db, |pool| {
         sqlx::query_as::<_, User>(sql)
             .bind(email.as_str())
@@ -74,9 +80,9 @@ pub async fn upsert_admin(
                values ($1, $2, $3, null, 'admin', $4, $5) \
                on conflict (email_key) do update set role = 'admin', password_hash = excluded.password_hash, \
                    tokens_valid_after = excluded.tokens_valid_after \
-               returning id, email, full_name, role, created_at, tokens_valid_after";
+               returning id, email, full_name, role, created_at, tokens_valid_after, is_active";
         let promote = "update users set role = 'admin' where email_key = $1 \
-               returning id, email, full_name, role, created_at, tokens_valid_after";
+               returning id, email, full_name, role, created_at, tokens_valid_after, is_active";
         let user = with_writer!(db, |pool| {
             match password_hash {
                 Some(hash) => {
@@ -97,10 +103,20 @@ pub async fn upsert_admin(
                 }
             }
         });
-        db.users_changed();
-        user?
+        let user = user?
             .pop()
-            .ok_or(StoreError::Database(sqlx::Error::RowNotFound))
+            .ok_or(StoreError::Database(sqlx::Error::RowNotFound))?;
+        if password_hash.is_some() {
+            // A password set ends every session, refresh tokens included.
+            with_writer!(db, |pool| {
+                sqlx::query(super::sessions::REVOKE_ALL)
+                    .bind(user.id)
+                    .execute(pool)
+                    .await?;
+            });
+        }
+        db.users_changed();
+        Ok(user)
     })
     .await
 }
@@ -111,7 +127,8 @@ pub async fn find(db: &Db, id: i64) -> StoreResult<Option<User>> {
         return Ok(Some(user));
     }
     let tag = cache.map(|cache| cache.user_generation());
-    let sql = "select id, email, full_name, role, created_at, tokens_valid_after from users where id = $1";
+    let sql = "select id, email, full_name, role, created_at, tokens_valid_after, is_active \
+               from users where id = $1";
     let user = with_reader!(db, |pool| {
         sqlx::query_as::<_, User>(sql)
             .bind(id)
@@ -124,16 +141,237 @@ pub async fn find(db: &Db, id: i64) -> StoreResult<Option<User>> {
     Ok(user)
 }
 
-/// The id and password hash of the account with this email (any case), for login.
-pub async fn credentials(db: &Db, email_key: &str) -> StoreResult<Option<(i64, String)>> {
-    let sql = "select id, password_hash from users where email_key = $1";
+/// Whether `$id` is the only active admin, inside the transaction `$tx` (on PostgreSQL the
+/// active admins' rows are locked until it ends).
+macro_rules! last_active_admin {
+    ($db:expr, $tx:ident, $id:expr) => {{
+        let lock = "select id from users where role = 'admin' and is_active for update";
+        let admins = "select id from users where role = 'admin' and is_active";
+        let ids: Vec<(i64,)> = sqlx::query_as(if $db.is_postgres() { lock } else { admins })
+            .fetch_all(&mut *$tx)
+            .await?;
+        ids.len() == 1 && ids[0].0 == $id
+    }};
+}
+
+/// What a login needs of an account: its id, password hash and whether it is active.
+pub struct Account {
+    pub id: i64,
+    pub password_hash: String,
+    pub is_active: bool,
+}
+
+/// The account with this email (any case), for login.
+pub async fn credentials(db: &Db, email_key: &str) -> StoreResult<Option<Account>> {
+    let sql = "select id, password_hash, is_active from users where email_key = $1";
     let row = with_reader!(db, |pool| {
-        sqlx::query_as::<_, (i64, String)>(sql)
+        sqlx::query_as::<_, (i64, String, bool)>(sql)
             .bind(email_key)
             .fetch_optional(pool)
             .await?
     });
-    Ok(row)
+    Ok(row.map(|(id, password_hash, is_active)| Account {
+        id,
+        password_hash,
+        is_active,
+    }))
+}
+
+/// The password hash of a user, to check a password they type again.
+pub async fn password_hash(db: &Db, id: i64) -> StoreResult<Option<String>> {
+    let sql = "select password_hash from users where id = $1";
+    let hash = with_reader!(db, |pool| {
+        sqlx::query_scalar::<_, String>(sql)
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+    });
+    Ok(hash)
+}
+
+/// The user a token names, if the token's session is live and the user active: one query
+/// (a primary-key lookup on each table) per authenticated request. On SQLite the answer is
+/// cached per session and dropped on every user or session write in this process.
+pub async fn for_session(db: &Db, user_id: i64, session_id: &str) -> StoreResult<Option<User>> {
+    let cache = db.cache();
+    if let Some(user) = cache.and_then(|cache| cache.session_user(session_id)) {
+        return Ok((user.id == user_id).then_some(user));
+    }
+    let tag = cache.map(|cache| cache.user_generation());
+    let sql = "select u.id, u.email, u.full_name, u.role, u.created_at, u.tokens_valid_after, u.is_active \
+               from sessions s join users u on u.id = s.user_id \
+               where s.id = $1 and s.user_id = $2 and not s.revoked and u.is_active";
+    let user = with_reader!(db, |pool| {
+        sqlx::query_as::<_, User>(sql)
+            .bind(session_id)
+            .bind(user_id)
+            .fetch_optional(pool)
+            .await?
+    });
+    if let (Some(cache), Some(tag), Some(user)) = (cache, tag, &user) {
+        cache.put_session_user(tag, session_id, user.clone());
+    }
+    Ok(user)
+}
+
+/// Which users a listing shows.
+#[derive(Debug, Default)]
+pub struct Filter<'a> {
+    /// Lower-case prefix of the email.
+    pub email_prefix: Option<&'a str>,
+    pub role: Option<Role>,
+}
+
+/// Up to `limit` users with ids above `after`, in id order.
+pub async fn list(db: &Db, after: i64, limit: i64, filter: &Filter<'_>) -> StoreResult<Vec<User>> {
+    let mut sql = format!("select {COLUMNS} from users where id > $1");
+    let mut next = 2;
+    if filter.email_prefix.is_some() {
+        sql.push_str(&format!(" and email_key like ${next} escape '\\'"));
+        next += 1;
+    }
+    if filter.role.is_some() {
+        sql.push_str(&format!(" and role = ${next}"));
+        next += 1;
+    }
+    sql.push_str(&format!(" order by id limit ${next}"));
+    let pattern = filter.email_prefix.map(|prefix| {
+        let mut pattern = String::with_capacity(prefix.len() + 1);
+        for c in prefix.chars() {
+            if matches!(c, '%' | '_' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push('%');
+        pattern
+    });
+    let users = with_reader!(db, |pool| {
+        let mut query = sqlx::query_as::<_, User>(sqlx::AssertSqlSafe(sql.clone())).bind(after);
+        if let Some(pattern) = &pattern {
+            query = query.bind(pattern.clone());
+        }
+        if let Some(role) = filter.role {
+            query = query.bind(role.as_str());
+        }
+        query.bind(limit).fetch_all(pool).await?
+    });
+    Ok(users)
+}
+
+/// What changing a user came to.
+#[derive(Debug)]
+pub enum Change {
+    Changed(User),
+    NotFound,
+    /// The email is another account's.
+    EmailTaken,
+    /// The change would leave no active admin.
+    LastAdmin,
+}
+
+/// A change to a user: `None` leaves a field as it is.
+#[derive(Debug, Default)]
+pub struct UserChange<'a> {
+    pub email: Option<&'a Email>,
+    pub full_name: Option<Option<&'a str>>,
+    pub role: Option<Role>,
+    pub is_active: Option<bool>,
+}
+
+impl UserChange<'_> {
+    /// Whether the change may take admin rights from an active admin.
+    fn demotes(&self) -> bool {
+        self.role == Some(Role::User) || self.is_active == Some(false)
+    }
+}
+
+/// Changes a user in one transaction. Demoting or deactivating the last active admin is
+/// refused (on PostgreSQL the active admins' rows are locked first, so two admins demoting
+/// each other at once cannot both succeed); deactivating a user ends all their sessions.
+pub async fn change(db: &Db, id: i64, change: &UserChange<'_>) -> StoreResult<Change> {
+    db.write(async {
+        let outcome = with_writer!(db, |pool| {
+            let mut tx = pool.begin().await?;
+            if change.demotes() && last_active_admin!(db, tx, id) {
+                tx.rollback().await?;
+                return Ok(Change::LastAdmin);
+            }
+            let sql = format!(
+                "update users set \
+                     email = coalesce($2, email), email_key = coalesce($3, email_key), \
+                     full_name = case when $4 then $5 else full_name end, \
+                     role = coalesce($6, role), is_active = coalesce($7, is_active) \
+                 where id = $1 returning {COLUMNS}"
+            );
+            let updated = sqlx::query_as::<_, User>(sqlx::AssertSqlSafe(sql))
+                .bind(id)
+                .bind(change.email.map(Email::as_str))
+                .bind(change.email.map(Email::key))
+                .bind(change.full_name.is_some())
+                .bind(change.full_name.flatten())
+                .bind(change.role.map(Role::as_str))
+                .bind(change.is_active)
+                .fetch_optional(&mut *tx)
+                .await;
+            let user = match updated {
+                Ok(Some(user)) => user,
+                Ok(None) => {
+                    tx.rollback().await?;
+                    return Ok(Change::NotFound);
+                }
+                Err(error) if is_unique_violation(&error) => {
+                    tx.rollback().await?;
+                    return Ok(Change::EmailTaken);
+                }
+                Err(error) => return Err(error.into()),
+            };
+            if change.is_active == Some(false) {
+                sqlx::query(super::sessions::REVOKE_ALL)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Change::Changed(user)
+        });
+        db.users_changed();
+        Ok(outcome)
+    })
+    .await
+}
+
+/// Sets a user's password: every session ends, every earlier token is refused, and every
+/// pending password reset is spent. False when the user does not exist.
+pub async fn set_password(db: &Db, id: i64, password_hash: &str) -> StoreResult<bool> {
+    db.write(async {
+        let found = with_writer!(db, |pool| {
+            let mut tx = pool.begin().await?;
+            let found = sqlx::query(
+                "update users set password_hash = $2, tokens_valid_after = $3 where id = $1",
+            )
+            .bind(id)
+            .bind(password_hash)
+            .bind(Utc::now().timestamp())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                > 0;
+            sqlx::query(super::sessions::REVOKE_ALL)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("delete from password_resets where user_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            found
+        });
+        db.users_changed();
+        Ok(found)
+    })
+    .await
 }
 
 /// What deleting a user came to.
@@ -141,24 +379,19 @@ pub async fn credentials(db: &Db, email_key: &str) -> StoreResult<Option<(i64, S
 pub enum Deletion {
     Deleted,
     NotFound,
-    /// The user is the only admin: nobody could administer larder after.
+    /// The user is the only active admin: nobody could administer larder after.
     LastAdmin,
 }
 
-/// Deletes the user (and, by cascade, their items, jobs and keys), unless they are the last
-/// admin. The check and the delete share a transaction; on PostgreSQL the admins' rows are
-/// locked first, so two admins deleting each other at once cannot both succeed.
+/// Deletes the user (and, by cascade, their items, jobs, keys and sessions), unless they are
+/// the last active admin. The check and the delete share a transaction; on PostgreSQL the
+/// admins' rows are locked first, so two admins deleting each other at once cannot both
+/// succeed.
 pub async fn delete(db: &Db, id: i64) -> StoreResult<Deletion> {
     db.write(async {
-        let lock = "select id from users where role = 'admin' for update";
-        let admins = "select id from users where role = 'admin'";
         let outcome = with_writer!(db, |pool| {
             let mut tx = pool.begin().await?;
-            let admin_ids: Vec<(i64,)> =
-                sqlx::query_as(if db.is_postgres() { lock } else { admins })
-                    .fetch_all(&mut *tx)
-                    .await?;
-            if admin_ids.len() == 1 && admin_ids[0].0 == id {
+            if last_active_admin!(db, tx, id) {
                 tx.rollback().await?;
                 Deletion::LastAdmin
             } else {

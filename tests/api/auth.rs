@@ -164,7 +164,12 @@ async fn tokens_come_from_forms_and_json(backend: Backend) {
     assert_eq!(response.headers()["cache-control"], "no-store");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["token_type"], "bearer");
-    assert_eq!(body["expires_in"], 3600);
+    assert_eq!(
+        body["expires_in"], 900,
+        "access tokens live 15 minutes by default"
+    );
+    assert_eq!(body["refresh_expires_in"], 30 * 24 * 3600);
+    assert!(body["refresh_token"].as_str().unwrap().len() >= 32);
     let token = body["access_token"].as_str().unwrap();
     assert_eq!(token.split('.').count(), 3);
 
@@ -293,11 +298,14 @@ async fn forged_expired_and_foreign_tokens_are_invalid_tokens(backend: Backend) 
     })
     .await;
     let user = app.user().await;
+    let other = app.user().await;
     let now = chrono::Utc::now().timestamp();
     let sub = user.id.to_string();
     // Every claim a larder token carries; each bad token below differs in one thing only.
     let issuer = app.state.tokens.issuer().to_owned();
-    let claims = |sub: &str, iat: i64, exp: i64| json!({"sub": sub, "iat": iat, "exp": exp, "iss": issuer, "aud": "larder", "jti": "forged"});
+    // The user's real session: only the claims under test are wrong.
+    let sid = token_claims(&user.token)["sid"].clone();
+    let claims = |sub: &str, iat: i64, exp: i64| json!({"sub": sub, "sid": sid, "iat": iat, "exp": exp, "iss": issuer, "aud": "larder", "jti": "forged"});
 
     let (head, _) = user.token.rsplit_once('.').unwrap();
     let tampered_claims = {
@@ -391,7 +399,31 @@ async fn forged_expired_and_foreign_tokens_are_invalid_tokens(backend: Backend) 
             "no exp",
             sign(
                 secret.as_bytes(),
-                json!({"sub": sub, "iat": now, "iss": issuer, "aud": "larder", "jti": "no-exp"}),
+                json!({"sub": sub, "sid": sid, "iat": now, "iss": issuer, "aud": "larder", "jti": "no-exp"}),
+                jsonwebtoken::Algorithm::HS256,
+            ),
+        ),
+        (
+            "no session",
+            sign(
+                secret.as_bytes(),
+                json!({"sub": sub, "iat": now, "exp": now + 600, "iss": issuer, "aud": "larder", "jti": "no-sid"}),
+                jsonwebtoken::Algorithm::HS256,
+            ),
+        ),
+        (
+            "another user's session",
+            sign(
+                secret.as_bytes(),
+                json!({"sub": other.id.to_string(), "sid": sid, "iat": now, "exp": now + 600, "iss": issuer, "aud": "larder", "jti": "x"}),
+                jsonwebtoken::Algorithm::HS256,
+            ),
+        ),
+        (
+            "unknown session",
+            sign(
+                secret.as_bytes(),
+                json!({"sub": sub, "sid": "0123456789abcdef0123456789abcdef", "iat": now, "exp": now + 600, "iss": issuer, "aud": "larder", "jti": "x"}),
                 jsonwebtoken::Algorithm::HS256,
             ),
         ),
@@ -724,7 +756,12 @@ async fn tokens_name_their_installation_audience_and_id(backend: Backend) {
     assert_eq!(claims["aud"], "larder");
     assert_eq!(
         claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
-        3600
+        900
+    );
+    assert_eq!(
+        claims["sid"].as_str().unwrap().len(),
+        32,
+        "names its session"
     );
     let again = token_claims(&app.login(&user.email, &user.password).await);
     assert!(!claims["jti"].as_str().unwrap().is_empty());

@@ -341,6 +341,11 @@ impl TestApp {
     }
 
     pub async fn login(&self, email: &str, password: &str) -> String {
+        self.login_pair(email, password).await.0
+    }
+
+    /// Logs in and returns the access token and the refresh token.
+    pub async fn login_pair(&self, email: &str, password: &str) -> (String, String) {
         let response = self
             .post("/auth/token")
             .form(&[("username", email), ("password", password)])
@@ -348,10 +353,11 @@ impl TestApp {
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
-        response.json::<Value>().await.unwrap()["access_token"]
-            .as_str()
-            .unwrap()
-            .to_string()
+        let body = response.json::<Value>().await.unwrap();
+        (
+            body["access_token"].as_str().unwrap().to_string(),
+            body["refresh_token"].as_str().unwrap().to_string(),
+        )
     }
 
     /// The ids of every item, page by page (`limit` per page) through the cursors.

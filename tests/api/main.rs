@@ -4,6 +4,8 @@
 mod helpers;
 mod hooks;
 
+mod accounts;
+mod admin_cli;
 mod auth;
 mod cache;
 mod faults;
@@ -16,10 +18,12 @@ mod jobs;
 mod limits;
 mod openapi;
 mod operations;
+mod password_reset;
 mod process;
 mod statuses;
 mod storage;
 mod throttles;
+mod upgrade;
 
 /// Under `CI=true` no test may be skipped for want of a service or of root: a build without
 /// PostgreSQL, Redis or root fails here (those tests are then ignored, see `build.rs`).

@@ -16,6 +16,9 @@ both_backends!(every_route_is_documented_and_every_documented_route_exists);
 const SERVED: &[(&str, &str)] = &[
     ("DELETE", "/admin/users/{user_id}"),
     ("GET", "/api/data"),
+    ("POST", "/auth/password-reset"),
+    ("POST", "/auth/password-reset/confirm"),
+    ("POST", "/auth/revoke"),
     ("POST", "/auth/token"),
     ("GET", "/healthz"),
     ("GET", "/items"),
@@ -33,9 +36,16 @@ const SERVED: &[(&str, &str)] = &[
     ("POST", "/process"),
     ("GET", "/protected"),
     ("GET", "/readyz"),
+    ("GET", "/users"),
     ("POST", "/users"),
+    ("DELETE", "/users/me"),
     ("GET", "/users/me"),
+    ("PATCH", "/users/me"),
+    ("PUT", "/users/me/password"),
+    ("GET", "/users/me/sessions"),
+    ("DELETE", "/users/me/sessions/{session_id}"),
     ("GET", "/users/{user_id}"),
+    ("PATCH", "/users/{user_id}"),
     ("POST", "/validate"),
 ];
 

@@ -347,12 +347,36 @@ async fn a_full_disk_answers_507_keeps_nothing_and_writes_resume_once_space_is_f
         "Insufficient storage",
     )
     .await;
-    // Reads and logins go on.
+    // Reads go on. A login starts a session (a write): it is stored if it still fits,
+    // else refused 507 like any write; the caller's token keeps working either way.
     assert_storage_down(&app).await;
     assert_kept(&app, &acknowledged).await;
     let page = app.get_json("/items?limit=100").await;
     assert!(!page["items"].as_array().unwrap().is_empty());
-    app.login(&user.email, &user.password).await;
+    let response = app
+        .post("/auth/token")
+        .form(&[
+            ("username", user.email.as_str()),
+            ("password", user.password.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    if response.status() != StatusCode::OK {
+        assert_refused(
+            response,
+            StatusCode::INSUFFICIENT_STORAGE,
+            "Insufficient storage",
+        )
+        .await;
+    }
+    let response = app
+        .get("/users/me")
+        .bearer_auth(&user.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
 
     // Space comes back: readiness and writes recover without a restart.
     std::fs::remove_file(filler).unwrap();
