@@ -124,7 +124,7 @@ fn if_match_allows(headers: &HeaderMap, current: &str) -> bool {
 }
 
 /// `If-None-Match` matches the current representation, so a GET answers 304.
-fn if_none_match_hits(headers: &HeaderMap, current: &str) -> bool {
+pub fn if_none_match_hits(headers: &HeaderMap, current: &str) -> bool {
     match header(headers, &IF_NONE_MATCH) {
         None => false,
         Some(value) => match tags(&value) {

@@ -14,7 +14,9 @@ use utoipa::{IntoResponses, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::conditional::{Precondition, Validators, evaluate, has_if_match, last_modified};
+use super::conditional::{
+    Precondition, Validators, evaluate, has_if_match, if_none_match_hits, last_modified,
+};
 use super::error::{ApiError, ApiResult, ValidationProblemBody};
 use super::extract::{Body, IdPath, JsonValue, QueryParams, into_domain};
 use super::idempotency::{self as idem, Begin, MaybeIdempotencyKey};
