@@ -52,10 +52,7 @@ pub struct Secret {
 
 /// Exchange an email and password for a bearer token.
 #[utoipa::path(post, path = "/auth/token", tag = "auth",
-    request_body(content(
-        (TokenRequest = "application/x-www-form-urlencoded"),
-        (TokenRequest = "application/json"),
-    )),
+    request_body(content = TokenRequest, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "A bearer token", body = TokenResponse,
             headers(("Cache-Control" = String, description = "no-store"))),

@@ -53,7 +53,8 @@ pub struct ItemInput {
     description: Option<String>,
     #[schema(minimum = 0, example = 4.5)]
     price: f64,
-    #[schema(minimum = 0, default = 0, example = 3)]
+    /// How many are in stock; default 0.
+    #[schema(minimum = 0, example = 3)]
     quantity: Option<i64>,
 }
 
@@ -240,7 +241,7 @@ fn json_answer(status: StatusCode, body: impl Into<axum::body::Body>) -> Respons
 #[utoipa::path(get, path = "/items/{item_id}", tag = "items",
     params(
         ("item_id" = i64, Path, description = "The item's id"),
-        ("If-None-Match" = Option<String>, Header, description = "Entity tags the client holds"),
+        ("If-None-Match" = Option<String>, Header, nullable = false, description = "Entity tags the client holds"),
     ),
     responses(
         (status = 200, description = "The item", body = ItemView, headers(("ETag" = String, description = "Strong entity tag"))),
@@ -271,7 +272,7 @@ pub async fn get_item(
 /// Create an item owned by the caller. With `Idempotency-Key`, a repeat replays the answer.
 #[utoipa::path(post, path = "/items", tag = "items",
     security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[A-Za-z0-9!#$%&'*+.^_`|~:/-]{1,255}$",
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = "^[A-Za-z0-9!#$%&'*+.^_`|~:/-]{1,255}$",
         description = "A token, or a structured-field string such as `\"8e03\"`; repeats replay the first answer for 24 hours")),
     request_body(content = ItemInput, content_type = "application/json"),
     responses(
@@ -411,7 +412,7 @@ impl IntoResponses for ItemWriteRefusals {
     security(("bearer" = [])),
     params(
         ("item_id" = i64, Path, description = "The item's id"),
-        ("If-Match" = Option<String>, Header, description = "Write only if the item still has this ETag"),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "Write only if the item still has this ETag"),
     ),
     request_body(content = ItemInput, content_type = "application/json"),
     responses(
@@ -434,7 +435,7 @@ pub async fn replace_item(
     security(("bearer" = [])),
     params(
         ("item_id" = i64, Path, description = "The item's id"),
-        ("If-Match" = Option<String>, Header, description = "Write only if the item still has this ETag"),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "Write only if the item still has this ETag"),
     ),
     request_body(content(
         (ItemPatch = "application/merge-patch+json"),
@@ -469,7 +470,7 @@ pub async fn patch_item(
     security(("bearer" = [])),
     params(
         ("item_id" = i64, Path, description = "The item's id"),
-        ("If-Match" = Option<String>, Header, description = "Delete only if the item still has this ETag"),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "Delete only if the item still has this ETag"),
     ),
     responses(
         (status = 204, description = "The item was deleted"),
