@@ -154,10 +154,10 @@ async fn the_document_is_what_client_generators_need(backend: Backend) {
                 }
             }
             // One media type per request body schema, except PATCH's merge patch.
-            if let Some(content) = operation["requestBody"]["content"].as_object() {
-                if method != "patch" {
-                    assert_eq!(content.len(), 1, "{method} {path}: {:?}", content.keys());
-                }
+            if let Some(content) = operation["requestBody"]["content"].as_object()
+                && method != "patch"
+            {
+                assert_eq!(content.len(), 1, "{method} {path}: {:?}", content.keys());
             }
         }
     }
