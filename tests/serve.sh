@@ -3,7 +3,9 @@
 # binary of this checkout, built if missing) on a free port with a fresh SQLite database in
 # a temporary directory, and stops it on exit.
 #
-#   source tests/serve.sh; start_larder   ->   LARDER_URL, LARDER_PID, LARDER_WORKDIR
+#   source tests/serve.sh; start_larder [NAME=VALUE...]   ->   LARDER_URL, LARDER_PID, LARDER_WORKDIR
+#
+# NAME=VALUE arguments are added to the server's environment (e.g. LARDER_ADMIN_EMAIL=...).
 
 larder_release_bin() {
     if [[ -n "${LARDER_BIN:-}" ]]; then
@@ -41,6 +43,7 @@ start_larder() {
         LARDER_BIND="127.0.0.1:$port" \
         LARDER_DATABASE_URL="sqlite://$LARDER_WORKDIR/larder.db" \
         LARDER_LOG_LEVEL="${SERVE_LOG_LEVEL:-warn}" \
+        "$@" \
         "$bin" serve >"$LARDER_WORKDIR/larder.log" 2>&1 </dev/null &
     LARDER_PID=$!
     LARDER_URL="http://127.0.0.1:$port"

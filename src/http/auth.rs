@@ -70,10 +70,7 @@ pub struct Secret {
 
 /// Log in (password grant) or exchange a refresh token (refresh-token grant).
 #[utoipa::path(post, path = "/auth/token", tag = "auth",
-    request_body(content(
-        (TokenRequest = "application/x-www-form-urlencoded"),
-        (TokenRequest = "application/json"),
-    )),
+    request_body(content = TokenRequest, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "An access token and a refresh token", body = TokenResponse,
             headers(("Cache-Control" = String, description = "no-store"))),

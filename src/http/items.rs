@@ -57,7 +57,8 @@ pub struct ItemInput {
     description: Option<String>,
     #[schema(minimum = 0, example = 4.5)]
     price: f64,
-    #[schema(minimum = 0, default = 0, example = 3)]
+    /// How many are in stock; default 0.
+    #[schema(minimum = 0, example = 3)]
     quantity: Option<i64>,
 }
 
@@ -188,7 +189,7 @@ pub enum ItemSort {
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Items per page (default 20)"),
         ("cursor" = Option<String>, Query, pattern = r"^([0-9]{1,18}|-id\.[0-9]{1,18}|-?price\.[0-9a-f]{16}\.[0-9]{1,18}|-?created_at\.-?[0-9]{1,30}\.[0-9]{1,18})$",
             description = "The `next_cursor` of the previous page, with the same `sort`"),
-        ("If-None-Match" = Option<String>, Header, description = "The page's `ETag` the client holds"),
+        ("If-None-Match" = Option<String>, Header, nullable = false, description = "The page's `ETag` the client holds"),
     ),
     responses(
         (status = 200, description = "A page of items", body = ItemPage, headers(("ETag" = String, description = "Weak entity tag of the page"))),
@@ -286,10 +287,10 @@ fn json_answer(status: StatusCode, body: impl Into<axum::body::Body>) -> Respons
 #[utoipa::path(get, path = "/items/{item_id}", tag = "items",
     params(
         ("item_id" = i64, Path, description = "The item's id"),
-        ("If-None-Match" = Option<String>, Header, description = "Entity tags the client holds"),
-        ("If-Modified-Since" = Option<String>, Header, description = "An HTTP-date; 304 when the item has not changed since (ignored when If-None-Match is sent)"),
-        ("If-Match" = Option<String>, Header, description = "Answer only if the item still has this ETag"),
-        ("If-Unmodified-Since" = Option<String>, Header, description = "An HTTP-date; 412 when the item changed after it (ignored when If-Match is sent)"),
+        ("If-None-Match" = Option<String>, Header, nullable = false, description = "Entity tags the client holds"),
+        ("If-Modified-Since" = Option<String>, Header, nullable = false, description = "An HTTP-date; 304 when the item has not changed since (ignored when If-None-Match is sent)"),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "Answer only if the item still has this ETag"),
+        ("If-Unmodified-Since" = Option<String>, Header, nullable = false, description = "An HTTP-date; 412 when the item changed after it (ignored when If-Match is sent)"),
     ),
     responses(
         (status = 200, description = "The item", body = ItemView, headers(("ETag" = String, description = "Strong entity tag"), ("Last-Modified" = String, description = "When the item last changed (HTTP-date)"))),
@@ -331,9 +332,9 @@ fn validators<'a>(item: &Item, etag: &'a str) -> Validators<'a> {
 /// Create an item owned by the caller. With `Idempotency-Key`, a repeat replays the answer.
 #[utoipa::path(post, path = "/items", tag = "items",
     security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[A-Za-z0-9!#$%&'*+.^_`|~:/-]{1,255}$",
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = "^[A-Za-z0-9!#$%&'*+.^_`|~:/-]{1,255}$",
         description = "A token, or a structured-field string such as `\"8e03\"`; repeats replay the first answer for 24 hours"),
-        ("Prefer" = Option<String>, Header, description = "`return=minimal`: the 201 comes without a body (RFC 7240)")),
+        ("Prefer" = Option<String>, Header, nullable = false, description = "`return=minimal`: the 201 comes without a body (RFC 7240)")),
     request_body(content = ItemInput, content_type = "application/json"),
     responses(
         (status = 201, description = "The item was created (with `Prefer: return=minimal`, no body and `Preference-Applied`)", body = ItemView,
@@ -482,9 +483,9 @@ impl IntoResponses for ItemWriteRefusals {
     security(("bearer" = [])),
     params(
         ("item_id" = i64, Path, description = "The item's id"),
-        ("If-Match" = Option<String>, Header, description = "Write only if the item still has this ETag"),
-        ("If-Unmodified-Since" = Option<String>, Header, description = "An HTTP-date; 412 when the item changed after it (ignored when If-Match is sent)"),
-        ("Prefer" = Option<String>, Header, description = "`return=minimal`: answer 204 without a body (RFC 7240)"),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "Write only if the item still has this ETag"),
+        ("If-Unmodified-Since" = Option<String>, Header, nullable = false, description = "An HTTP-date; 412 when the item changed after it (ignored when If-Match is sent)"),
+        ("Prefer" = Option<String>, Header, nullable = false, description = "`return=minimal`: answer 204 without a body (RFC 7240)"),
     ),
     request_body(content = ItemInput, content_type = "application/json"),
     responses(
@@ -510,9 +511,9 @@ pub async fn replace_item(
     security(("bearer" = [])),
     params(
         ("item_id" = i64, Path, description = "The item's id"),
-        ("If-Match" = Option<String>, Header, description = "Write only if the item still has this ETag"),
-        ("If-Unmodified-Since" = Option<String>, Header, description = "An HTTP-date; 412 when the item changed after it (ignored when If-Match is sent)"),
-        ("Prefer" = Option<String>, Header, description = "`return=minimal`: answer 204 without a body (RFC 7240)"),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "Write only if the item still has this ETag"),
+        ("If-Unmodified-Since" = Option<String>, Header, nullable = false, description = "An HTTP-date; 412 when the item changed after it (ignored when If-Match is sent)"),
+        ("Prefer" = Option<String>, Header, nullable = false, description = "`return=minimal`: answer 204 without a body (RFC 7240)"),
     ),
     request_body(content(
         (ItemPatch = "application/merge-patch+json"),
@@ -550,8 +551,8 @@ pub async fn patch_item(
     security(("bearer" = [])),
     params(
         ("item_id" = i64, Path, description = "The item's id"),
-        ("If-Match" = Option<String>, Header, description = "Delete only if the item still has this ETag"),
-        ("If-Unmodified-Since" = Option<String>, Header, description = "An HTTP-date; 412 when the item changed after it (ignored when If-Match is sent)"),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "Delete only if the item still has this ETag"),
+        ("If-Unmodified-Since" = Option<String>, Header, nullable = false, description = "An HTTP-date; 412 when the item changed after it (ignored when If-Match is sent)"),
     ),
     responses(
         (status = 204, description = "The item was deleted"),

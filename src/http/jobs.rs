@@ -27,7 +27,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::error::{ApiError, ApiResult, FieldError, ProblemBody, ValidationProblemBody};
+use super::error::{
+    ApiError, ApiResult, FieldError, FieldErrorSchema, ProblemBody, ValidationProblemBody,
+};
 use super::extract::{
     QueryParams, UuidPath, is_json_body, missing_body, query_error, read_limited,
 };
@@ -94,6 +96,32 @@ pub struct Progress {
     pub total: i64,
 }
 
+// The `ImportResult` that `jobs::kinds::import_items` stores, as the document shows it.
+/// The `result` of a succeeded `import_items` job: every created id, and the first 100
+/// rejected rows; the counts are exact.
+#[derive(ToSchema)]
+#[schema(as = ImportResult, example = json!({"created": [1, 3], "created_count": 2, "rejected": [{"index": 1, "errors": [{"loc": ["price"], "msg": "Field required", "type": "missing"}]}], "rejected_count": 1}))]
+#[allow(dead_code)]
+struct ImportResultSchema {
+    /// The created items' ids, in row order.
+    created: Vec<i64>,
+    created_count: i64,
+    /// The first 100 rejected rows, in row order.
+    rejected: Vec<RejectedRowSchema>,
+    rejected_count: i64,
+}
+
+/// A row `import_items` did not create, and why.
+#[derive(ToSchema)]
+#[schema(as = RejectedRow)]
+#[allow(dead_code)]
+struct RejectedRowSchema {
+    /// The row's index in `items` (from 0).
+    index: i64,
+    /// Its errors, with `loc` relative to the row (`["price"]`).
+    errors: Vec<FieldErrorSchema>,
+}
+
 /// Where a job is in its life: `queued` → `running` → `succeeded` or `failed` (a retry goes
 /// back to `queued`); `cancelled` from `queued` at once, or from `running` after its current
 /// chunk.
@@ -119,10 +147,9 @@ pub struct JobView {
     pub progress: Progress,
     /// Attempts started so far (an attempt handed back at shutdown does not count).
     pub attempts: i32,
-    /// For `import_items`: `{"created": [ids in row order], "created_count", "rejected":
-    /// [{"index", "errors"}] (the first 100 rejected rows), "rejected_count"}`; for a
-    /// cancelled import, what its committed chunks did.
-    #[schema(value_type = Option<Object>, example = json!({"created": [1, 3], "created_count": 2, "rejected": [{"index": 1, "errors": [{"loc": ["price"], "msg": "Field required", "type": "missing"}]}], "rejected_count": 1}))]
+    /// What a finished job produced (`null` until then); for a cancelled import, what its
+    /// committed chunks did.
+    #[schema(value_type = Option<ImportResultSchema>)]
     pub result: Option<Box<RawValue>>,
     /// The last attempt's error.
     pub error: Option<String>,
@@ -293,7 +320,7 @@ fn fingerprint(members: &BTreeMap<String, &RawValue>) -> Result<Vec<u8>, serde_j
 /// comes as soon as the job is stored durably. With `Idempotency-Key`, a repeat replays it.
 #[utoipa::path(post, path = "/process", tag = "jobs",
     security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[A-Za-z0-9!#$%&'*+.^_`|~:/-]{1,255}$",
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = "^[A-Za-z0-9!#$%&'*+.^_`|~:/-]{1,255}$",
         description = "A token, or a structured-field string such as `\"8e03\"`; repeats replay the first answer for 24 hours")),
     request_body(content = ProcessInput, content_type = "application/json",
         description = "Up to LARDER_IMPORT_MAX_BODY bytes (64 MiB by default)"),
@@ -622,7 +649,7 @@ const FOLLOW_BATCH: i64 = 500;
     security(("bearer" = [])),
     params(
         ("job_id" = Uuid, Path, description = "The job's id"),
-        ("Last-Event-ID" = Option<i64>, Header, description = "The last `progress` id received: resume after it"),
+        ("Last-Event-ID" = Option<i64>, Header, nullable = false, description = "The last `progress` id received: resume after it"),
     ),
     responses(
         (status = 200, description = "`event: progress` (`id`: the chunk's number, data: a ProgressEvent) per committed chunk, then `event: status` (data: a JobView); then the stream ends",

@@ -27,6 +27,17 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(api_data))
 }
 
+/// What `POST /validate` accepts: a JSON object whose `required_field` is truthy (not
+/// `null`, `false`, `0`, `""`, `[]` or `{}`); other members are allowed and ignored.
+#[derive(ToSchema)]
+#[schema(example = json!({"required_field": "present"}))]
+#[allow(dead_code)]
+pub struct ValidateInput {
+    /// Any JSON value; a falsy one counts as missing (400).
+    #[schema(value_type = Value, example = "present")]
+    required_field: Value,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Valid {
     #[schema(example = "valid")]
@@ -61,7 +72,7 @@ fn truthy(value: &Value) -> bool {
 
 /// Check that a JSON object has a truthy `required_field`.
 #[utoipa::path(post, path = "/validate", tag = "limits",
-    request_body(content = Object, content_type = "application/json", description = "Any JSON object with a truthy `required_field`"),
+    request_body(content = ValidateInput, content_type = "application/json", description = "Any JSON object with a truthy `required_field`"),
     responses(
         (status = 200, description = "The object is valid", body = Valid),
         (status = 400, description = "required_field is missing, or the body is not JSON", body = ProblemBody, content_type = "application/problem+json"),

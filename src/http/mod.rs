@@ -50,6 +50,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(limited::router())
         .split_for_parts();
     utoipa::Modify::modify(&openapi::ServerFaults, &mut openapi);
+    utoipa::Modify::modify(&openapi::PublicOperations, &mut openapi);
     (router, openapi)
 }
 

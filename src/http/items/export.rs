@@ -125,7 +125,7 @@ fn media_range(text: &str) -> Option<(String, String, f32)> {
         ("min_price" = Option<f64>, Query, description = "Only items priced at least this"),
         ("max_price" = Option<f64>, Query, description = "Only items priced at most this (not below `min_price`)"),
         ("sort" = Option<super::ItemSort>, Query, description = "The order, ties broken by id in the same direction (default `id`)"),
-        ("Accept" = Option<String>, Header, description = "`application/x-ndjson` (the default) or `text/csv`"),
+        ("Accept" = Option<String>, Header, nullable = false, description = "`application/x-ndjson` (the default) or `text/csv`"),
     ),
     responses(
         (status = 200, description = "Every matching item, streamed",
