@@ -30,8 +30,9 @@ HEADER = """\
 
 Every status each operation documents, with the condition that produces it (the
 response's description in `/openapi.json`). Besides these, any request may meet the
-answers docs/contract.md lists under "Everywhere" (for example 405 for a method the path
-does not serve, and hyper's 400 or 431 for a request it cannot parse).
+answers docs/contract.md lists under "Everywhere": 405 with `Allow` for a known method the
+path does not serve, 501 for a method larder does not know at all (`BREW`), `OPTIONS`'s
+204, and hyper's 400 or 431 for a request it cannot parse.
 
 | Method | Route | Status | Condition |
 | --- | --- | --- | --- |

@@ -110,6 +110,9 @@ fn method_label(method: &Method) -> &'static str {
         Method::OPTIONS => "OPTIONS",
         Method::TRACE => "TRACE",
         Method::CONNECT => "CONNECT",
+        // The safe method with a body (draft-ietf-httpbis-safe-method-w-body): known, so a
+        // path that does not serve it answers 405, not 501.
+        _ if method.as_str() == "QUERY" => "QUERY",
         _ => "other",
     }
 }

@@ -39,13 +39,15 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, ToSchema)]
 #[allow(dead_code)]
 pub struct TokenRequest {
-    #[schema(pattern = r"^(password|refresh_token)$", example = "password")]
+    // Absent or empty is `password` (the form a login page posts).
+    #[schema(pattern = r"^(password|refresh_token)?$", example = "password")]
     grant_type: Option<String>,
     #[schema(pattern = r"^[^\u0000]*$", example = "ann@example.com")]
     username: Option<String>,
     #[schema(pattern = r"^[^\u0000]*$", example = "correct horse battery")]
     password: Option<String>,
-    #[schema(max_length = 512)]
+    // No length limit documented: it is read only with `grant_type=refresh_token`, where a
+    // token that is not a live one (too long included) is 400 `invalid_grant`.
     refresh_token: Option<String>,
 }
 

@@ -649,7 +649,7 @@ const FOLLOW_BATCH: i64 = 500;
     security(("bearer" = [])),
     params(
         ("job_id" = Uuid, Path, description = "The job's id"),
-        ("Last-Event-ID" = Option<i64>, Header, nullable = false, description = "The last `progress` id received: resume after it"),
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, description = "The last `progress` id received (digits): resume after it"),
     ),
     responses(
         (status = 200, description = "`event: progress` (`id`: the chunk's number, data: a ProgressEvent) per committed chunk, then `event: status` (data: a JobView); then the stream ends",

@@ -57,7 +57,12 @@ impl Produces {
     /// (treated as absent, RFC 9110 §12.5.1), or when no documented route has the path.
     pub fn refusal(&self, path: &str, headers: &HeaderMap) -> Option<ApiError> {
         let found = self.matcher.at(path).ok()?;
-        let accept = Accept::from_str(&accept_value(headers)?).ok()?;
+        let value = accept_value(headers)?;
+        if value.trim().is_empty() {
+            // An empty `Accept` names no preference: treated as absent.
+            return None;
+        }
+        let accept = Accept::from_str(&value).ok()?;
         let available: Vec<MediaType<'_>> = found.value.iter().map(|t| t.to_ref()).collect();
         if accept.negotiate(available.iter()).is_some() {
             return None;
@@ -190,6 +195,7 @@ mod tests {
                 .is_none()
         );
         assert!(produces.refusal("/items/1", &accept("nonsense")).is_none());
+        assert!(produces.refusal("/items/1", &accept("")).is_none());
     }
 
     #[test]

@@ -318,8 +318,15 @@ pub async fn list_users(
 #[derive(Debug, ToSchema)]
 #[allow(dead_code)]
 pub struct UserUpdateMe {
-    #[schema(format = "email", max_length = 254, example = "ann@example.com")]
+    // Absent leaves the email as it is; it cannot be removed, so `null` is not allowed.
+    #[schema(
+        nullable = false,
+        format = "email",
+        max_length = 254,
+        example = "ann@example.com"
+    )]
     email: Option<String>,
+    /// `null` removes the name.
     #[schema(max_length = 200, pattern = r"^[^\u0000]*$", example = "Ann Example")]
     full_name: Option<String>,
 }
@@ -451,8 +458,9 @@ pub async fn delete_me(State(state): State<AppState>, caller: AuthUser) -> ApiRe
 #[derive(Debug, ToSchema)]
 #[allow(dead_code)]
 pub struct UserUpdate {
-    #[schema(pattern = "^(user|admin)$", example = "admin")]
+    #[schema(nullable = false, pattern = "^(user|admin)$", example = "admin")]
     role: Option<String>,
+    #[schema(nullable = false)]
     is_active: Option<bool>,
     #[schema(max_length = 200, pattern = r"^[^\u0000]*$", example = "Ann Example")]
     full_name: Option<String>,

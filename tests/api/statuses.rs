@@ -48,6 +48,7 @@ async fn an_unknown_method_is_501_and_a_known_one_not_allowed_is_405(backend: Ba
         (Method::DELETE, "/items", "GET, POST"),
         (Method::TRACE, "/items/1", "GET, PUT, PATCH, DELETE"),
         (Method::PUT, "/healthz", "GET"),
+        (Method::from_bytes(b"QUERY").unwrap(), "/items", "GET, POST"),
     ] {
         let response = app.request(method.clone(), path).send().await.unwrap();
         let allow = response.headers()["allow"].to_str().unwrap().to_owned();
@@ -112,6 +113,7 @@ async fn an_accept_that_admits_nothing_is_406_and_changes_nothing(backend: Backe
         "application/*",
         "text/html, application/json;q=0.1",
         "application/problem+json",
+        "",
     ] {
         let response = app
             .get(&path)
