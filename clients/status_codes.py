@@ -32,7 +32,9 @@ Every status each operation documents, with the condition that produces it (the
 response's description in `/openapi.json`). Besides these, any request may meet the
 answers docs/contract.md lists under "Everywhere": 405 with `Allow` for a known method the
 path does not serve, 501 for a method larder does not know at all (`BREW`), `OPTIONS`'s
-204, and hyper's 400 or 431 for a request it cannot parse.
+204, 404 for a path no route matches, 500 from a handler that panicked, 503 when the
+request deadline passes, and hyper's 400 or 431 for a request it cannot parse. A test
+produces each pair (clients/coverage.py).
 
 | Method | Route | Status | Condition |
 | --- | --- | --- | --- |

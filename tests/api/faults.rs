@@ -168,14 +168,14 @@ async fn postgres_acknowledged_writes_survive_kill_9() {
 /// A TCP proxy to PostgreSQL that the test can cut (dropping every connection and
 /// refusing new ones) and restore: "the database went away" without stopping the server
 /// other tests use.
-struct CuttableProxy {
-    port: u16,
+pub struct CuttableProxy {
+    pub port: u16,
     up: Arc<AtomicBool>,
     generation: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl CuttableProxy {
-    async fn start(target: String) -> CuttableProxy {
+    pub async fn start(target: String) -> CuttableProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let up = Arc::new(AtomicBool::new(true));
@@ -210,12 +210,12 @@ impl CuttableProxy {
         }
     }
 
-    fn cut(&self) {
+    pub fn cut(&self) {
         self.up.store(false, Ordering::SeqCst);
         self.generation.send_modify(|g| *g += 1);
     }
 
-    fn restore(&self) {
+    pub fn restore(&self) {
         self.up.store(true, Ordering::SeqCst);
     }
 }

@@ -403,6 +403,7 @@ impl Drop for TestApp {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        record_contract_coverage();
         if let (DatabaseUrl::Postgres(url), true) = (&self.database_url, self.owns_database) {
             drop_postgres_database(url.clone());
         }
@@ -476,5 +477,57 @@ pub fn redis_url() -> Option<String> {
             eprintln!("LARDER_TEST_REDIS_URL is not set: skipping a Redis test");
             None
         }
+    }
+}
+
+/// Contract coverage (`clients/coverage.py`): with `LARDER_CONTRACT_COVERAGE=DIR`, every
+/// test server, when dropped, writes each (method, route template, status) this process's
+/// servers have answered so far to `DIR/<pid>.tsv`, read off the process-wide request
+/// counter the servers keep for `/metrics`. The counts only grow, so the file the last
+/// server writes holds the whole run; each write replaces the file whole (a rename).
+fn record_contract_coverage() {
+    static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let Some(dir) = std::env::var_os("LARDER_CONTRACT_COVERAGE") else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let _writing = WRITING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let rendered = larder::telemetry::metrics().render();
+    let mut pairs = std::collections::BTreeSet::new();
+    for line in rendered.lines() {
+        let Some(labels) = line
+            .strip_prefix("http_requests_total{")
+            .and_then(|rest| rest.rsplit_once('}'))
+            .map(|(labels, _)| labels)
+        else {
+            continue;
+        };
+        let label = |name: &str| {
+            labels.split(',').find_map(|pair| {
+                pair.strip_prefix(name)
+                    .and_then(|rest| rest.strip_prefix("=\""))
+                    .and_then(|rest| rest.strip_suffix('"'))
+            })
+        };
+        if let (Some(method), Some(route), Some(status)) =
+            (label("method"), label("route"), label("status"))
+        {
+            pairs.insert(format!("{method}\t{route}\t{status}\n"));
+        }
+    }
+    let pid = std::process::id();
+    let partial = dir.join(format!("{pid}.tsv.partial"));
+    let written = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(&partial, pairs.into_iter().collect::<String>()))
+        .and_then(|()| std::fs::rename(&partial, dir.join(format!("{pid}.tsv"))));
+    // Not a panic: this runs in `Drop`, possibly while a failed test unwinds. The check
+    // itself fails on a missing or stale file.
+    if let Err(error) = written {
+        eprintln!(
+            "LARDER_CONTRACT_COVERAGE: cannot write into {}: {error}",
+            dir.display()
+        );
     }
 }

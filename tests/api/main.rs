@@ -22,6 +22,7 @@ mod password_reset;
 mod process;
 mod statuses;
 mod storage;
+mod sweeps;
 mod throttles;
 mod upgrade;
 

@@ -69,10 +69,18 @@ async fn every_route_is_documented_and_every_documented_route_exists(backend: Ba
             documented.insert((method.clone(), path.clone()));
             let statuses: Vec<&String> =
                 operation["responses"].as_object().unwrap().keys().collect();
+            // A database fault (500, 503) wherever the database is used; `/readyz` has its
+            // own 503, and the rest never wait on a database call that can fail them.
+            let faults: &[&str] = match path.as_str() {
+                "/healthz" | "/metrics" | "/validate" => &[],
+                "/readyz" => &["503"],
+                _ => &["500", "503"],
+            };
             for status in ["500", "503"] {
-                assert!(
+                assert_eq!(
                     statuses.iter().any(|s| *s == status),
-                    "{method} {path} documents no {status}"
+                    faults.contains(&status),
+                    "{method} {path}: whether it documents {status}"
                 );
             }
             // Call it: a documented route must exist (no router 404/405), and what it

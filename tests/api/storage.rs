@@ -745,3 +745,54 @@ async fn a_new_sqlite_database_is_private_to_its_owner() {
     }
     drop(app);
 }
+
+/// 507 on every operation that documents it, on a really full disk. A reader holds a
+/// snapshot that includes frames of the WAL, so SQLite cannot restart the WAL and every
+/// write must grow it; then the disk is filled. Every other operation answers as it
+/// documents (reads still work; `/readyz` says storage is down).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(larder_test_root), ignore = "needs root: mounts filesystems")]
+async fn a_full_disk_answers_507_wherever_documented() {
+    use crate::sweeps::{World, operations};
+    use sqlx::Connection;
+    let Some(mount) = Mounted::tmpfs("4m") else {
+        return;
+    };
+    let app =
+        TestApp::spawn_with_database(Backend::Sqlite, mount.database_url(), settings(0)).await;
+    let world = World::build(&app).await;
+    let larder::store::Db::Sqlite(sqlite) = &app.state.db else {
+        unreachable!()
+    };
+    let mut reader = sqlx::SqliteConnection::connect_with(&sqlite.reader.connect_options())
+        .await
+        .unwrap();
+    sqlx::query("begin").execute(&mut reader).await.unwrap();
+    let _: i64 = sqlx::query_scalar("select count(*) from items")
+        .fetch_one(&mut reader)
+        .await
+        .unwrap();
+    let _filler = mount.fill();
+    until_refused(|n| post_item(&app, &world.admin, format!("filling-{n}"))).await;
+
+    let mut refused = 0;
+    for operation in operations(&app).await {
+        let response = world.valid_request(&app, &operation).send().await.unwrap();
+        let status = response.status();
+        if operation.documents(StatusCode::INSUFFICIENT_STORAGE) {
+            let name = format!("{} {}", operation.method, operation.route);
+            assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{name}");
+            assert_refused(response, status, "Insufficient storage").await;
+            refused += 1;
+        } else {
+            assert!(
+                status.is_success() || operation.documents(status),
+                "{} {} answered {status}, which it does not document",
+                operation.method,
+                operation.route
+            );
+        }
+    }
+    assert!(refused > 10, "only {refused} operations refused the write");
+    sqlx::query("rollback").execute(&mut reader).await.unwrap();
+}

@@ -14,6 +14,7 @@ both_backends!(
     one_address_cannot_spray_many_accounts,
     a_spoofed_forwarded_header_from_an_untrusted_peer_changes_nothing,
     registrations_are_limited_per_address,
+    wrong_current_passwords_are_throttled_per_account,
 );
 
 both_backends!(redis: two_servers_share_the_login_budget_through_redis);
@@ -218,4 +219,28 @@ async fn two_servers_share_the_login_budget_through_redis(backend: Backend) {
     // The owner from another address is not affected.
     let elsewhere = login_from(&first, "203.0.113.6", &user.email, &user.password).await;
     assert_eq!(elsewhere.status(), StatusCode::OK);
+}
+
+/// A stolen token is no way around the login budget: wrong current passwords on
+/// `PUT /users/me/password` spend the account's budget too, and then even the right one waits.
+async fn wrong_current_passwords_are_throttled_per_account(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |settings| {
+        settings.login_limit = "3/5m".parse().unwrap();
+    })
+    .await;
+    let user = app.user().await;
+    let change = |current: &str| {
+        app.request(reqwest::Method::PUT, "/users/me/password")
+            .bearer_auth(&user.token)
+            .json(&json!({"current_password": current, "new_password": "a brand new passphrase"}))
+            .send()
+    };
+    for _ in 0..3 {
+        let response = change("not the password").await.unwrap();
+        assert_problem(response, StatusCode::FORBIDDEN, Some("Incorrect password")).await;
+    }
+    let response = change(&user.password).await.unwrap();
+    assert_throttled(response, 300, LOGIN_THROTTLED).await;
+    // Nothing changed: the old password still logs in.
+    assert!(!app.login(&user.email, &user.password).await.is_empty());
 }

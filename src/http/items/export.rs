@@ -152,7 +152,11 @@ pub async fn export_items(
         Format::Ndjson => NDJSON,
         Format::Csv => "text/csv; charset=utf-8",
     };
-    let mut response = Response::new(Body::from_stream(chunks(state.db.clone(), query, format)));
+    // The first batch is read before the answer starts, so a database that fails at once
+    // gets its 500/503/507 problem, not a 200 cut off after its headers.
+    let first = items::page(&state.db, &query, None, BATCH).await?;
+    let body = chunks(state.db.clone(), query, format, first);
+    let mut response = Response::new(Body::from_stream(body));
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(media_type));
@@ -168,6 +172,8 @@ struct Progress {
     query: ItemQuery,
     format: Format,
     after: Option<After>,
+    /// A batch read already (the first), sent before any other is read.
+    ready: Option<Vec<Item>>,
     started: bool,
     done: bool,
 }
@@ -175,12 +181,18 @@ struct Progress {
 /// The export's body: a chunk per batch (the CSV header in the first). A database error
 /// ends the body with an error, so the client sees a cut-off transfer, never a short file
 /// that looks complete.
-fn chunks(db: Db, query: ItemQuery, format: Format) -> impl Stream<Item = io::Result<Bytes>> {
+fn chunks(
+    db: Db,
+    query: ItemQuery,
+    format: Format,
+    first: Vec<Item>,
+) -> impl Stream<Item = io::Result<Bytes>> {
     let progress = Progress {
         db,
         query,
         format,
         after: None,
+        ready: Some(first),
         started: false,
         done: false,
     };
@@ -188,14 +200,14 @@ fn chunks(db: Db, query: ItemQuery, format: Format) -> impl Stream<Item = io::Re
         if progress.done {
             return None;
         }
-        let rows = match items::page(
-            &progress.db,
-            &progress.query,
-            progress.after.as_ref(),
-            BATCH,
-        )
-        .await
-        {
+        let read = match progress.ready.take() {
+            Some(rows) => Ok(rows),
+            None => {
+                let after = progress.after.as_ref();
+                items::page(&progress.db, &progress.query, after, BATCH).await
+            }
+        };
+        let rows = match read {
             Ok(rows) => rows,
             Err(error) => {
                 tracing::error!(%error, "the export stopped: the database failed");
