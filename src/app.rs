@@ -448,7 +448,7 @@ impl Application {
             .installation_id()
             .await
             .context("reading the installation id")?;
-        let tokens = Tokens::new(&jwt_secret(&settings)?, settings.token_ttl, &installation);
+        let tokens = Tokens::new(&jwt_secret(&settings)?, settings.token_ttl, &installation)?;
         let limits = Limits::from_settings(&settings).await?;
         let mailer = Mailer::new(settings.smtp_url.as_ref(), &settings.mail_from)?;
         tokio::task::spawn_blocking(password::warm_up);

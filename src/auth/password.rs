@@ -7,10 +7,7 @@
 
 use std::sync::{Arc, LazyLock};
 
-use argon2::Argon2;
-use argon2::password_hash::{
-    PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng,
-};
+use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
 
 use tokio::sync::Semaphore;
 
@@ -42,10 +39,11 @@ async fn with_permit<T: Send + 'static>(
     .await?
 }
 
+/// Argon2id with argon2's default parameters (m=19456 KiB, t=2, p=1) and a fresh 16-byte salt
+/// from the operating system (`hash_password` draws it).
 fn hash_now(password: &str) -> anyhow::Result<String> {
-    let salt = SaltString::generate(&mut OsRng);
     Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
+        .hash_password(password.as_bytes())
         .map(|hash| hash.to_string())
         .map_err(|e| anyhow::anyhow!("argon2 hashing failed: {e}"))
 }
@@ -124,5 +122,30 @@ mod tests {
                 .await
                 .unwrap()
         );
+    }
+
+    /// "correct horse", hashed by argon2 0.5.3 (`Argon2::default()`, a random salt): the
+    /// hashes already stored in users' rows must keep verifying whatever argon2 version
+    /// larder is built with.
+    const HASHED_BY_ARGON2_0_5: &str = "$argon2id$v=19$m=19456,t=2,p=1$At47acMFnqi34f5aWUH6tA$juQaDaj3uad4uGDHvDhS7HxBuBHEBRy8OzD1Whrkm0k";
+
+    #[tokio::test]
+    async fn hashes_stored_by_earlier_versions_still_verify() {
+        let stored = Some(HASHED_BY_ARGON2_0_5.to_string());
+        assert!(
+            verify("correct horse".into(), stored.clone())
+                .await
+                .unwrap()
+        );
+        assert!(!verify("correct horsE".into(), stored).await.unwrap());
+    }
+
+    #[test]
+    fn new_hashes_keep_the_stored_format() {
+        let stored = hash_now("correct horse").unwrap();
+        let parsed = PasswordHash::new(&stored).unwrap();
+        let params = HASHED_BY_ARGON2_0_5.rsplitn(3, '$').nth(2).unwrap();
+        assert!(stored.starts_with(&format!("{params}$")), "{stored}");
+        assert_eq!(parsed.salt.map(|salt| salt.len()), Some(16));
     }
 }

@@ -44,22 +44,23 @@ pub struct Tokens {
 
 impl Tokens {
     /// Tokens signed with `secret`, living `ttl_secs`, issued by the installation whose
-    /// database made `installation` (so another database's tokens are refused).
-    pub fn new(secret: &[u8], ttl_secs: u64, installation: &str) -> Self {
+    /// database made `installation` (so another database's tokens are refused). An empty
+    /// secret is refused (jsonwebtoken will not make an HMAC key of it).
+    pub fn new(secret: &[u8], ttl_secs: u64, installation: &str) -> anyhow::Result<Self> {
         let issuer = format!("larder:{installation}");
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY as u64;
         validation.set_required_spec_claims(&["exp", "iat", "sub", "iss", "aud"]);
         validation.set_issuer(&[&issuer]);
         validation.set_audience(&[AUDIENCE]);
-        Tokens {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
+        Ok(Tokens {
+            encoding: EncodingKey::from_secret(secret)?,
+            decoding: DecodingKey::from_secret(secret)?,
             validation,
             header: Header::new(Algorithm::HS256),
             ttl_secs: ttl_secs.min(MAX_TTL_SECS),
             issuer,
-        }
+        })
     }
 
     pub fn ttl_secs(&self) -> u64 {
@@ -140,14 +141,14 @@ mod tests {
         encode(
             &Header::new(Algorithm::HS256),
             claims,
-            &EncodingKey::from_secret(SECRET),
+            &EncodingKey::from_secret(SECRET).unwrap(),
         )
         .unwrap()
     }
 
     #[test]
     fn issued_tokens_verify() {
-        let tokens = Tokens::new(SECRET, 60, "here");
+        let tokens = Tokens::new(SECRET, 60, "here").unwrap();
         let token = tokens.issue(42, "s").unwrap();
         assert_eq!(tokens.verify(&token).map(|v| v.user_id), Some(42));
         let now = chrono::Utc::now().timestamp();
@@ -161,8 +162,8 @@ mod tests {
 
     #[test]
     fn another_installation_audience_or_an_overlong_life_is_refused() {
-        let tokens = Tokens::new(SECRET, 60, "here");
-        let elsewhere = Tokens::new(SECRET, 60, "elsewhere");
+        let tokens = Tokens::new(SECRET, 60, "here").unwrap();
+        let elsewhere = Tokens::new(SECRET, 60, "elsewhere").unwrap();
         assert_eq!(tokens.verify(&elsewhere.issue(1, "s").unwrap()), None);
         let now = chrono::Utc::now().timestamp();
         let mut other_audience = claims(now, now + 60);
@@ -171,15 +172,17 @@ mod tests {
         let forever = claims(now, now + MAX_TTL_SECS as i64 + 1);
         assert_eq!(tokens.verify(&sign(&forever)), None);
         assert_eq!(
-            Tokens::new(SECRET, 10 * MAX_TTL_SECS, "here").ttl_secs(),
+            Tokens::new(SECRET, 10 * MAX_TTL_SECS, "here")
+                .unwrap()
+                .ttl_secs(),
             MAX_TTL_SECS
         );
     }
 
     #[test]
     fn other_keys_none_and_expired_are_refused() {
-        let tokens = Tokens::new(SECRET, 60, "here");
-        let other = Tokens::new(b"another-secret-another-secret-xx", 60, "here");
+        let tokens = Tokens::new(SECRET, 60, "here").unwrap();
+        let other = Tokens::new(b"another-secret-another-secret-xx", 60, "here").unwrap();
         assert_eq!(tokens.verify(&other.issue(1, "s").unwrap()), None);
         let now = chrono::Utc::now().timestamp();
         let none = forge(
@@ -191,5 +194,23 @@ mod tests {
         assert_eq!(tokens.verify(&sign(&claims(now - 7200, now - 3600))), None);
         assert_eq!(tokens.verify(&sign(&claims(now + 3600, now + 7200))), None);
         assert_eq!(tokens.verify("not.a.token"), None);
+    }
+
+    #[test]
+    fn only_hs256_with_an_expiry_passes_and_an_empty_secret_is_refused() {
+        let tokens = Tokens::new(SECRET, 60, "here").unwrap();
+        let now = chrono::Utc::now().timestamp();
+        let good = claims(now, now + 60);
+        for algorithm in [Algorithm::HS384, Algorithm::HS512] {
+            let key = EncodingKey::from_secret(SECRET).unwrap();
+            let token = encode(&Header::new(algorithm), &good, &key).unwrap();
+            assert_eq!(tokens.verify(&token), None, "{algorithm:?}");
+        }
+        let no_exp = serde_json::json!({"sub": "1", "sid": "s", "iat": now, "iss": "larder:here",
+            "aud": AUDIENCE, "jti": "j"});
+        let key = EncodingKey::from_secret(SECRET).unwrap();
+        let token = encode(&Header::new(Algorithm::HS256), &no_exp, &key).unwrap();
+        assert_eq!(tokens.verify(&token), None);
+        assert!(Tokens::new(b"", 60, "here").is_err());
     }
 }

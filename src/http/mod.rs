@@ -150,4 +150,9 @@ fn cors_layer(origins: &str) -> CorsLayer {
             crate::limits::RATELIMIT_POLICY,
         ])
         .max_age(std::time::Duration::from_secs(600))
+        // tower-http 0.7 derives `Vary` from what varies (here `origin` alone, none for `*`);
+        // 0.6 always sent all three, and larder keeps that answer.
+        .vary(tower_http::cors::Vary::list(
+            tower_http::cors::preflight_request_headers(),
+        ))
 }

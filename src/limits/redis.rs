@@ -159,17 +159,17 @@ impl Connection {
         // Few retries, short timeouts: a request never waits for them (it falls back first),
         // and the cool-off decides when Redis is tried again.
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(CONNECT_TIMEOUT)
-            .set_response_timeout(CALL_TIMEOUT)
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(CALL_TIMEOUT))
             .set_number_of_retries(1)
-            .set_max_delay(500);
+            .set_max_delay(Duration::from_millis(500));
         let manager = tokio::time::timeout(
             CONNECT_TIMEOUT * 2,
             ConnectionManager::new_with_config(self.client.clone(), config),
         )
         .await
         .map_err(|_| {
-            redis::RedisError::from((redis::ErrorKind::IoError, "connecting to Redis timed out"))
+            redis::RedisError::from((redis::ErrorKind::Io, "connecting to Redis timed out"))
         })??;
         let _ = self.manager.set(manager);
         tracing::info!("connected to Redis: rate limits are shared between processes");

@@ -286,7 +286,7 @@ fn sign(secret: &[u8], claims: Value, algorithm: jsonwebtoken::Algorithm) -> Str
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(algorithm),
         &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret),
+        &jsonwebtoken::EncodingKey::from_secret(secret).unwrap(),
     )
     .unwrap()
 }

@@ -459,6 +459,21 @@ async fn cors_is_off_by_default_and_configurable(backend: Backend) {
         response.headers()["access-control-allow-origin"],
         "https://app.example"
     );
+    // The same `Vary` whatever tower-http's default: a cache keys CORS answers on all three.
+    let vary: Vec<String> = response
+        .headers()
+        .get_all("vary")
+        .iter()
+        .flat_map(|value| value.to_str().unwrap().split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .collect();
+    for name in [
+        "origin",
+        "access-control-request-method",
+        "access-control-request-headers",
+    ] {
+        assert!(vary.iter().any(|v| v == name), "{name} not in {vary:?}");
+    }
     let response = get_from_origin(&app, "/healthz", "https://evil.example").await;
     assert!(
         response
