@@ -354,7 +354,15 @@ pub async fn update_me(
         full_name: change.full_name.as_ref().map(Option::as_deref),
         ..UserChange::default()
     };
-    changed(users::change(&state.db, caller.id(), &change).await?)
+    match users::change(&state.db, caller.id(), &change).await? {
+        // The account was deleted while this request ran: its token is no longer valid, as
+        // the next request would be told.
+        Change::NotFound => Err(ApiError::unauthorized(
+            "Could not validate credentials",
+            true,
+        )),
+        outcome => changed(outcome),
+    }
 }
 
 /// A change's outcome as an answer.

@@ -176,6 +176,24 @@ struct Progress {
     ready: Option<Vec<Item>>,
     started: bool,
     done: bool,
+    _active: Active,
+}
+
+/// Counts the export in `items_exports_active` while its body lives: hyper drops the body
+/// when the export ends, or when its client goes away.
+struct Active;
+
+impl Active {
+    fn start() -> Active {
+        metrics::gauge!("items_exports_active").increment(1.0);
+        Active
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        metrics::gauge!("items_exports_active").decrement(1.0);
+    }
 }
 
 /// The export's body: a chunk per batch (the CSV header in the first). A database error
@@ -195,6 +213,7 @@ fn chunks(
         ready: Some(first),
         started: false,
         done: false,
+        _active: Active::start(),
     };
     futures::stream::unfold(progress, |mut progress| async move {
         if progress.done {
@@ -215,6 +234,8 @@ fn chunks(
                 return Some((Err(io::Error::other("the export stopped")), progress));
             }
         };
+        // Rows read for exports, in `/metrics`: it stops growing when a client goes away.
+        metrics::counter!("items_exported_total").increment(rows.len() as u64);
         progress.done = (rows.len() as i64) < BATCH;
         let sort = progress.query.sort;
         progress.after = rows.last().map(|item| After::item(sort, item));
