@@ -1,9 +1,11 @@
 //! Tells the test suite which outside services this build can reach, and whether it runs as
 //! root (the storage-fault tests mount filesystems), so a test that needs what is absent is
 //! reported as ignored (skipped), never as passed. Nothing here reaches the binary: the
-//! cfgs are read by `tests/api` only.
+//! cfgs are read by `tests/api` only. It also rebuilds the crate when a migration changes.
 
 fn main() {
+    // `sqlx::migrate!` embeds the migrations: a new file must rebuild the crate.
+    println!("cargo::rerun-if-changed=migrations");
     println!("cargo::rustc-check-cfg=cfg(larder_test_postgres)");
     println!("cargo::rustc-check-cfg=cfg(larder_test_redis)");
     println!("cargo::rustc-check-cfg=cfg(larder_test_root)");
