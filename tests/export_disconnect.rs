@@ -19,18 +19,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const ITEMS: i64 = 200_000;
 
 async fn exported_total(app: &TestApp) -> u64 {
-    let metrics = app
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("items_exported_total "))
-        .map_or(0, |value| value.trim().parse::<f64>().unwrap() as u64)
+    app.metric("items_exported_total").await.unwrap_or(0.0) as u64
+}
+
+async fn exports_active(app: &TestApp) -> u64 {
+    app.metric("items_exports_active").await.unwrap_or(0.0) as u64
 }
 
 /// `ITEMS` rows for `owner`, written straight into the table (the import path is tested
@@ -88,10 +81,22 @@ async fn a_client_that_goes_away_stops_the_export(backend: Backend) {
         read += n;
     }
     assert!(start.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    // The export waits on this client (hyper writes no faster than it reads).
+    assert_eq!(exports_active(&app).await, 1);
     stream.set_zero_linger().unwrap();
     drop(stream);
 
-    // The export stops: the count settles, well short of every row.
+    // The export ends (its body is dropped), and reads nothing more: the count settles,
+    // well short of every row.
+    let mut ended = false;
+    for _ in 0..50 {
+        if exports_active(&app).await == 0 {
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ended, "the export still runs 5 s after its client left");
     let mut settled = exported_total(&app).await;
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -223,6 +223,23 @@ fn contains_pattern(text: &str) -> String {
 const COLUMNS: &str =
     "id, name, description, price, quantity, owner_id, version, created_at, updated_at";
 
+/// A statement with a listing's arguments bound, in placeholder order (a macro: sqlx's
+/// query types differ per backend and per kind of result).
+macro_rules! bind_all {
+    ($statement:expr, $args:expr) => {{
+        let mut statement = $statement;
+        for arg in $args {
+            statement = match arg {
+                Arg::Int(value) => statement.bind(value),
+                Arg::Real(value) => statement.bind(value),
+                Arg::Text(value) => statement.bind(value),
+                Arg::Time(value) => statement.bind(value),
+            };
+        }
+        statement
+    }};
+}
+
 /// Adds an argument; its placeholder.
 fn bind(args: &mut Vec<Arg>, arg: Arg) -> String {
     args.push(arg);
@@ -275,16 +292,9 @@ async fn price_plan(db: &Db, query: &ItemQuery) -> StoreResult<PricePlan> {
         conditions.join(" and ")
     );
     let in_range: i64 = with_reader!(db, |pool| {
-        let mut statement = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
-        for arg in args {
-            statement = match arg {
-                Arg::Int(value) => statement.bind(value),
-                Arg::Real(value) => statement.bind(value),
-                Arg::Text(value) => statement.bind(value),
-                Arg::Time(value) => statement.bind(value),
-            };
-        }
-        statement.fetch_one(pool).await?
+        bind_all!(sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql)), args)
+            .fetch_one(pool)
+            .await?
     });
     Ok(if in_range < NARROW_PRICE_RANGE {
         PricePlan::PriceRange
@@ -386,16 +396,9 @@ pub async fn page(
     let plan = price_plan(db, query).await?;
     let (sql, args) = listing_sql(query, after, Some(limit), plan);
     let items = with_reader!(db, |pool| {
-        let mut statement = sqlx::query_as::<_, Item>(sqlx::AssertSqlSafe(sql));
-        for arg in args {
-            statement = match arg {
-                Arg::Int(value) => statement.bind(value),
-                Arg::Real(value) => statement.bind(value),
-                Arg::Text(value) => statement.bind(value),
-                Arg::Time(value) => statement.bind(value),
-            };
-        }
-        statement.fetch_all(pool).await?
+        bind_all!(sqlx::query_as::<_, Item>(sqlx::AssertSqlSafe(sql)), args)
+            .fetch_all(pool)
+            .await?
     });
     Ok(items)
 }

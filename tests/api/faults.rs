@@ -210,6 +210,14 @@ impl CuttableProxy {
         }
     }
 
+    /// A fresh PostgreSQL test database and its URL through a new proxy.
+    pub async fn in_front_of_a_fresh_database() -> (CuttableProxy, String) {
+        let direct = fresh_postgres_database().await;
+        let proxy = CuttableProxy::start("127.0.0.1:5432".to_string()).await;
+        let through_proxy = direct.replacen(":5432/", &format!(":{}/", proxy.port), 1);
+        (proxy, through_proxy)
+    }
+
     pub fn cut(&self) {
         self.up.store(false, Ordering::SeqCst);
         self.generation.send_modify(|g| *g += 1);
@@ -226,9 +234,7 @@ impl CuttableProxy {
     ignore = "LARDER_TEST_DATABASE_URL is not set"
 )]
 async fn postgres_outage_gives_503_and_recovers_without_restart() {
-    let direct = fresh_postgres_database().await;
-    let proxy = CuttableProxy::start("127.0.0.1:5432".to_string()).await;
-    let through_proxy = direct.replacen(":5432/", &format!(":{}/", proxy.port), 1);
+    let (proxy, through_proxy) = CuttableProxy::in_front_of_a_fresh_database().await;
     let app = TestApp::spawn_with_database(Backend::Postgres, through_proxy, |settings| {
         settings.database.pool_timeout = 1;
     })

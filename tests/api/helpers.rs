@@ -302,6 +302,22 @@ impl TestApp {
         self.client.request(method, self.url(path))
     }
 
+    /// The value of a metric without labels in `/metrics`, `None` before it is first set.
+    /// The recorder is one per test process: compare before and after, not against zero.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let text = self
+            .get("/metrics")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .map(|value| value.trim().parse().expect("a metric's value is a number"))
+    }
+
     /// Registers a new user with a unique email and logs them in.
     pub async fn user(&self) -> TestUser {
         let n = USER_COUNTER.fetch_add(1, Ordering::Relaxed);

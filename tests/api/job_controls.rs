@@ -593,21 +593,11 @@ async fn finished_jobs_expire_after_the_retention(backend: Backend) {
         assert!(started.elapsed() < Duration::from_secs(10), "never swept");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let metrics = app
-        .get("/metrics")
-        .send()
+    let expired = app
+        .metric("jobs_expired_total")
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let expired: f64 = metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("jobs_expired_total "))
-        .unwrap_or_else(|| panic!("no jobs_expired_total in {metrics}"))
-        .parse()
-        .unwrap();
-    assert!(expired >= 1.0, "{metrics}");
+        .expect("jobs_expired_total in /metrics");
+    assert!(expired >= 1.0, "{expired}");
 }
 
 async fn jobs_that_have_not_finished_never_expire(backend: Backend) {

@@ -447,15 +447,7 @@ async fn concurrent_requests_on_two_servers_get_exactly_q_through_redis(backend:
 /// `ratelimit_redis_fallback_total` from `/metrics` (one recorder per test process, so
 /// compare before and after rather than against zero).
 async fn fallbacks(app: &TestApp) -> u64 {
-    let text = app
-        .get("/metrics")
-        .send()
+    app.metric("ratelimit_redis_fallback_total")
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix("ratelimit_redis_fallback_total "))
-        .map_or(0, |value| value.trim().parse::<f64>().unwrap() as u64)
+        .unwrap_or(0.0) as u64
 }

@@ -6,7 +6,7 @@
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TestApp, TestUser, assert_problem, fresh_postgres_database};
+use crate::helpers::{Backend, TestApp, TestUser, assert_problem};
 
 /// Every operation of the served document, with the statuses it documents.
 pub struct Operation {
@@ -277,9 +277,7 @@ async fn a_database_error_answers_500_wherever_documented(backend: Backend) {
     ignore = "LARDER_TEST_DATABASE_URL is not set"
 )]
 async fn postgres_gone_answers_503_wherever_documented() {
-    let direct = fresh_postgres_database().await;
-    let proxy = crate::faults::CuttableProxy::start("127.0.0.1:5432".to_string()).await;
-    let through_proxy = direct.replacen(":5432/", &format!(":{}/", proxy.port), 1);
+    let (proxy, through_proxy) = crate::faults::CuttableProxy::in_front_of_a_fresh_database().await;
     let app = TestApp::spawn_with_database(Backend::Postgres, through_proxy, |settings| {
         settings.database.pool_timeout = 1;
         settings.workers = 0;
