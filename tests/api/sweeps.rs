@@ -500,38 +500,47 @@ async fn writes_that_keep_losing_the_race_answer_409(backend: Backend) {
 }
 
 /// A second request with the key of one still being processed (here, claimed by another
-/// process that has not answered yet) is 409 and starts nothing.
+/// process that has not answered yet) is 409 and starts nothing, on both keyed routes.
 async fn a_key_still_in_flight_answers_409(backend: Backend) {
     let app = TestApp::spawn_with(backend, |settings| settings.workers = 0).await;
     let user = app.user().await;
-    let body = json!({"kind": "import_items", "items": [{"name": "once", "price": 1}]});
-    let key = larder::store::idempotency::KeyRef {
-        user_id: user.id,
-        scope: "POST /process",
-        key: "held-elsewhere",
-    };
-    let claim = larder::store::idempotency::claim(
-        &app.state.db,
-        &key,
-        &larder::http::idempotency::fingerprint(&body),
-    )
-    .await
-    .unwrap();
-    assert!(matches!(claim, larder::store::idempotency::Claim::Fresh));
-    let response = app
-        .post("/process")
-        .bearer_auth(&user.token)
-        .header("idempotency-key", "held-elsewhere")
-        .json(&body)
-        .send()
+    let routes = [
+        (
+            "/process",
+            "POST /process",
+            json!({"kind": "import_items", "items": [{"name": "once", "price": 1}]}),
+        ),
+        ("/items", "POST /items", json!({"name": "once", "price": 1})),
+    ];
+    for (path, scope, body) in routes {
+        let key = larder::store::idempotency::KeyRef {
+            user_id: user.id,
+            scope,
+            key: "held-elsewhere",
+        };
+        let claim = larder::store::idempotency::claim(
+            &app.state.db,
+            &key,
+            &larder::http::idempotency::fingerprint(&body),
+        )
         .await
         .unwrap();
-    assert_problem(
-        response,
-        StatusCode::CONFLICT,
-        Some("A request with this Idempotency-Key is still being processed"),
-    )
-    .await;
+        assert!(matches!(claim, larder::store::idempotency::Claim::Fresh));
+        let response = app
+            .post(path)
+            .bearer_auth(&user.token)
+            .header("idempotency-key", "held-elsewhere")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_problem(
+            response,
+            StatusCode::CONFLICT,
+            Some("A request with this Idempotency-Key is still being processed"),
+        )
+        .await;
+    }
     let jobs = app
         .get("/jobs")
         .bearer_auth(&user.token)
@@ -541,4 +550,5 @@ async fn a_key_still_in_flight_answers_409(backend: Backend) {
     assert_eq!(jobs.status(), StatusCode::OK);
     let jobs: Value = jobs.json().await.unwrap();
     assert_eq!(jobs["jobs"], json!([]), "{jobs}");
+    assert_eq!(app.all_item_ids(20).await, Vec::<i64>::new());
 }
