@@ -248,7 +248,7 @@ fn bind(args: &mut Vec<Arg>, arg: Arg) -> String {
 
 /// How a price bound is read under a sort other than price.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PricePlan {
+pub enum PricePlan {
     /// Walk the sort's own index, the bound a filter: fast unless few rows are in range.
     SortIndex,
     /// Read the price range from its index and sort it: fast when few rows are in range.
@@ -263,9 +263,24 @@ enum PricePlan {
 /// walking every row of the owner).
 const NARROW_PRICE_RANGE: i64 = 1_000;
 
+/// The filter's price bounds on `column` (`price`, or `+price` to keep them off the index).
+fn price_bounds(
+    filter: &ItemFilter,
+    column: &str,
+    conditions: &mut Vec<String>,
+    args: &mut Vec<Arg>,
+) {
+    if let Some(min) = filter.min_price {
+        conditions.push(format!("{column} >= {}", bind(args, Arg::Real(min))));
+    }
+    if let Some(max) = filter.max_price {
+        conditions.push(format!("{column} <= {}", bind(args, Arg::Real(max))));
+    }
+}
+
 /// Whether the listing bounds the price under another sort, and if so, how to read it:
 /// one short count over the price index (at most [`NARROW_PRICE_RANGE`] entries) decides.
-async fn price_plan(db: &Db, query: &ItemQuery) -> StoreResult<PricePlan> {
+pub async fn price_plan(db: &Db, query: &ItemQuery) -> StoreResult<PricePlan> {
     let filter = &query.filter;
     if query.sort.key == SortKey::Price
         || (filter.min_price.is_none() && filter.max_price.is_none())
@@ -280,12 +295,7 @@ async fn price_plan(db: &Db, query: &ItemQuery) -> StoreResult<PricePlan> {
             bind(&mut args, Arg::Int(owner_id))
         ));
     }
-    if let Some(min) = filter.min_price {
-        conditions.push(format!("price >= {}", bind(&mut args, Arg::Real(min))));
-    }
-    if let Some(max) = filter.max_price {
-        conditions.push(format!("price <= {}", bind(&mut args, Arg::Real(max))));
-    }
+    price_bounds(filter, "price", &mut conditions, &mut args);
     let limit = bind(&mut args, Arg::Int(NARROW_PRICE_RANGE));
     let sql = format!(
         "select count(*) from (select 1 from items where {} limit {limit}) as in_range",
@@ -337,12 +347,7 @@ fn listing_sql(
     } else {
         "+price"
     };
-    if let Some(min) = filter.min_price {
-        conditions.push(format!("{price} >= {}", bind(&mut args, Arg::Real(min))));
-    }
-    if let Some(max) = filter.max_price {
-        conditions.push(format!("{price} <= {}", bind(&mut args, Arg::Real(max))));
-    }
+    price_bounds(filter, price, &mut conditions, &mut args);
     let (direction, beyond) = if sort.descending {
         ("desc", "<")
     } else {
@@ -394,6 +399,18 @@ pub async fn page(
     limit: i64,
 ) -> StoreResult<Vec<Item>> {
     let plan = price_plan(db, query).await?;
+    page_planned(db, query, plan, after, limit).await
+}
+
+/// [`page`] with the price plan decided already: a listing read in many pages (the export)
+/// counts its price range once, not once a page.
+pub async fn page_planned(
+    db: &Db,
+    query: &ItemQuery,
+    plan: PricePlan,
+    after: Option<&After>,
+    limit: i64,
+) -> StoreResult<Vec<Item>> {
     let (sql, args) = listing_sql(query, after, Some(limit), plan);
     let items = with_reader!(db, |pool| {
         bind_all!(sqlx::query_as::<_, Item>(sqlx::AssertSqlSafe(sql)), args)

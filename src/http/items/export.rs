@@ -25,7 +25,7 @@ use crate::http::error::{ApiError, ApiResult, ValidationProblemBody};
 use crate::http::extract::QueryParams;
 use crate::http::state::AppState;
 use crate::store::Db;
-use crate::store::items::{self, After, Item, ItemQuery};
+use crate::store::items::{self, After, Item, ItemQuery, PricePlan};
 
 /// Rows read (and rendered) at a time.
 pub const BATCH: i64 = 1000;
@@ -154,8 +154,9 @@ pub async fn export_items(
     };
     // The first batch is read before the answer starts, so a database that fails at once
     // gets its 500/503/507 problem, not a 200 cut off after its headers.
-    let first = items::page(&state.db, &query, None, BATCH).await?;
-    let body = chunks(state.db.clone(), query, format, first);
+    let plan = items::price_plan(&state.db, &query).await?;
+    let first = items::page_planned(&state.db, &query, plan, None, BATCH).await?;
+    let body = chunks(state.db.clone(), query, plan, format, first);
     let mut response = Response::new(Body::from_stream(body));
     response
         .headers_mut()
@@ -170,6 +171,7 @@ pub async fn export_items(
 struct Progress {
     db: Db,
     query: ItemQuery,
+    plan: PricePlan,
     format: Format,
     after: Option<After>,
     /// A batch read already (the first), sent before any other is read.
@@ -202,12 +204,14 @@ impl Drop for Active {
 fn chunks(
     db: Db,
     query: ItemQuery,
+    plan: PricePlan,
     format: Format,
     first: Vec<Item>,
 ) -> impl Stream<Item = io::Result<Bytes>> {
     let progress = Progress {
         db,
         query,
+        plan,
         format,
         after: None,
         ready: Some(first),
@@ -223,7 +227,8 @@ fn chunks(
             Some(rows) => Ok(rows),
             None => {
                 let after = progress.after.as_ref();
-                items::page(&progress.db, &progress.query, after, BATCH).await
+                items::page_planned(&progress.db, &progress.query, progress.plan, after, BATCH)
+                    .await
             }
         };
         let rows = match read {
