@@ -5,6 +5,9 @@
 #
 #   bench/load.sh                     the full run: 60 s, 1,000 connections
 #   bench/load.sh --duration 10       the CI smoke
+#   bench/load.sh --backend postgres --processes 2
+#                                     through one process, then two side by side on one
+#                                     PostgreSQL database (and Redis); every job ran once
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/build.sh

@@ -5,6 +5,8 @@
 #   bench/run.sh              10 s per server per route, 64 connections, 100k-item import
 #   bench/run.sh --smoke      2 s runs and a 10k-item import: checks the run works (CI)
 #   bench/run.sh --duration 30 --json /tmp/bench.json
+#   bench/run.sh --backend postgres   larder on the local PostgreSQL and Redis against a
+#                             tokio-postgres baseline (bench/baseline_pg), 150k-item import
 #   bench/run.sh --listing    filtered, sorted pages over 1,000,000 items at 64 connections,
 #                             and larder's RSS while exporting them (issue 20)
 set -euo pipefail

@@ -1,9 +1,12 @@
 //! Items: reads, keyset pages, and writes that check the version in the same statement.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use super::idempotency::{self, OwnedKey, StoredResponse};
+use super::idempotency::{OwnedKey, StoredResponse};
 use super::{Db, StoreResult};
 use crate::domain::item::ItemDraft;
 
@@ -35,10 +38,6 @@ pub struct ItemSummary {
     pub name: String,
 }
 
-pub(crate) const INSERT: &str = "insert into items (name, description, price, quantity, owner_id, version, created_at, updated_at) \
-     values ($1, $2, $3, $4, $5, 1, $6, $6) \
-     returning id, name, description, price, quantity, owner_id, version, created_at, updated_at";
-
 /// How the answer stored under an idempotency key is made from the created item.
 pub type Respond = fn(&Item) -> StoredResponse;
 
@@ -51,40 +50,19 @@ pub struct NewItem {
 }
 
 /// Creates an item. With an idempotency key, the answer made from the new item is stored
-/// in the same transaction, so a replay exists exactly when the item does. On SQLite the
-/// write joins a group commit (see `store::batch`).
+/// in the same transaction, so a replay exists exactly when the item does. The write joins
+/// a group commit (see `store::batch`).
 pub async fn insert(db: &Db, item: NewItem, respond: Respond) -> StoreResult<Item> {
-    let pool = match db {
-        Db::Sqlite(sqlite) => return sqlite.items.insert(item, respond).await,
-        Db::Postgres(postgres) => &postgres.pool,
-    };
-    db.write(insert_postgres(pool, item, respond)).await
-}
-
-async fn insert_postgres(
-    pool: &sqlx::PgPool,
-    item: NewItem,
-    respond: Respond,
-) -> StoreResult<Item> {
-    let mut tx = pool.begin().await?;
-    let created = sqlx::query_as::<_, Item>(INSERT)
-        .bind(item.draft.name())
-        .bind(item.draft.description())
-        .bind(item.draft.price())
-        .bind(item.draft.quantity())
-        .bind(item.owner_id)
-        .bind(Utc::now())
-        .fetch_one(&mut *tx)
-        .await?;
-    if let Some(key) = &item.key {
-        let response = respond(&created);
-        idempotency::store_answer!(tx, key, response)?;
+    match db {
+        Db::Sqlite(sqlite) => sqlite.items.insert(item, respond).await,
+        Db::Postgres(postgres) => postgres.items.insert(item, respond).await,
     }
-    tx.commit().await?;
-    Ok(created)
 }
 
 pub async fn find(db: &Db, id: i64) -> StoreResult<Option<Item>> {
+    if let Db::Postgres(postgres) = db {
+        return postgres.reads.items.get(db, id).await;
+    }
     let cache = db.cache();
     let tag = cache.map(|cache| cache.generation());
     if let (Some(cache), Some(tag)) = (cache, tag)
@@ -104,6 +82,66 @@ pub async fn find(db: &Db, id: i64) -> StoreResult<Option<Item>> {
         cache.put_item(id, tag, item.clone());
     }
     Ok(item)
+}
+
+/// PostgreSQL's batched item reads (`store::coalesce`): every id in one statement.
+pub(crate) fn find_many(
+    db: Db,
+    ids: Vec<i64>,
+) -> futures::future::BoxFuture<'static, StoreResult<HashMap<i64, Item>>> {
+    Box::pin(async move {
+        let sql = "select id, name, description, price, quantity, owner_id, version, created_at, updated_at \
+                   from items where id = any($1)";
+        let Db::Postgres(postgres) = &db else {
+            unreachable!("only PostgreSQL batches its reads");
+        };
+        let items = sqlx::query_as::<_, Item>(sql)
+            .bind(&ids)
+            .fetch_all(&postgres.pool)
+            .await?;
+        Ok(items.into_iter().map(|item| (item.id, item)).collect())
+    })
+}
+
+/// One page read waiting in PostgreSQL's batch (`store::coalesce`): reads of the same page
+/// (the same text) share one query.
+#[derive(Debug, Clone)]
+pub(crate) struct PageRead {
+    text: Arc<str>,
+    query: ItemQuery,
+    after: Option<After>,
+    limit: i64,
+}
+
+impl PartialEq for PageRead {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for PageRead {}
+
+impl std::hash::Hash for PageRead {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.text.hash(state);
+    }
+}
+
+/// PostgreSQL's batched page reads: each distinct page once.
+pub(crate) fn pages(
+    db: Db,
+    reads: Vec<PageRead>,
+) -> futures::future::BoxFuture<'static, StoreResult<HashMap<PageRead, Arc<Vec<Item>>>>> {
+    Box::pin(async move {
+        let mut pages = HashMap::with_capacity(reads.len());
+        for read in reads {
+            let plan = price_plan(&db, &read.query).await?;
+            let items =
+                page_planned(&db, &read.query, plan, read.after.as_ref(), read.limit).await?;
+            pages.insert(read, Arc::new(items));
+        }
+        Ok(pages)
+    })
 }
 
 /// The column a listing is sorted by; ties are broken by id, in the same direction, so the
@@ -398,6 +436,18 @@ pub async fn page(
     after: Option<&After>,
     limit: i64,
 ) -> StoreResult<Vec<Item>> {
+    if let Db::Postgres(postgres) = db {
+        let read = PageRead {
+            text: format!("{query:?}|{after:?}|{limit}").into(),
+            query: query.clone(),
+            after: after.copied(),
+            limit,
+        };
+        let items = postgres.reads.pages.get(db, read).await?;
+        return Ok(items
+            .map(|items| items.as_ref().clone())
+            .unwrap_or_default());
+    }
     let plan = price_plan(db, query).await?;
     page_planned(db, query, plan, after, limit).await
 }

@@ -54,6 +54,7 @@ macro_rules! with_writer {
 
 pub mod batch;
 pub mod cache;
+pub mod coalesce;
 pub mod idempotency;
 pub mod items;
 pub mod jobs;
@@ -86,10 +87,21 @@ pub struct SqliteDb {
 #[derive(Clone, Debug)]
 pub struct PostgresDb {
     pub pool: PgPool,
+    /// Item creations, batched into shared commits.
+    pub items: batch::ItemBatcher,
+    /// Item reads, batched into shared round trips.
+    pub reads: Arc<PostgresReads>,
     pub health: Arc<StorageHealth>,
     /// Jobs whose progress or status changed, as this process's listener hears them from
     /// every process (`jobs::EVENTS_CHANNEL`).
     pub job_events: jobs::JobEvents,
+}
+
+/// PostgreSQL's read batchers (`store::coalesce`).
+#[derive(Debug)]
+pub struct PostgresReads {
+    pub(crate) items: Arc<coalesce::ReadBatcher<i64, items::Item>>,
+    pub(crate) pages: Arc<coalesce::ReadBatcher<items::PageRead, Arc<Vec<items::Item>>>>,
 }
 
 #[derive(Clone, Debug)]
@@ -257,7 +269,7 @@ impl Db {
                 let cache = Arc::new(cache::ReadCache::default());
                 let health = Arc::new(StorageHealth::new(file));
                 let items =
-                    batch::ItemBatcher::start(writer.clone(), cache.clone(), health.clone());
+                    batch::ItemBatcher::start_sqlite(writer.clone(), cache.clone(), health.clone());
                 Db::Sqlite(SqliteDb {
                     writer,
                     reader,
@@ -286,8 +298,22 @@ impl Db {
                     OnOpen::AsItIs => {}
                 }
                 let health = Arc::new(StorageHealth::default());
+                // Half the pool at most for item creations, so reads always find connections.
+                let items = batch::ItemBatcher::start_postgres(
+                    pool.clone(),
+                    health.clone(),
+                    (settings.pool_size as usize / 2).max(1),
+                );
+                // The other half for reads, each a batch of every read waiting for it.
+                let read_slots = (settings.pool_size as usize / 2).max(1);
+                let reads = Arc::new(PostgresReads {
+                    items: coalesce::ReadBatcher::new(read_slots, items::find_many),
+                    pages: coalesce::ReadBatcher::new(read_slots, items::pages),
+                });
                 Db::Postgres(PostgresDb {
                     pool,
+                    items,
+                    reads,
                     health,
                     job_events: jobs::JobEvents::default(),
                 })

@@ -1,17 +1,25 @@
 //! The SQLite read cache never serves stale data: every write is seen by the next read in
 //! the same process, on every cached path (item, pages, `/api/data`, the token's user).
-//! Run on both backends: PostgreSQL has no cache and must behave the same.
+//! Run on both backends: PostgreSQL has no cache and must behave the same; it batches
+//! concurrent reads instead (`store::coalesce`), and a read through one process sees a write
+//! answered by another at once.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::both_backends;
-use crate::helpers::{Backend, TestApp};
+use crate::helpers::{Backend, TestApp, fresh_postgres_database};
+use crate::process::{BINARY, free_port, wait_until_serving};
 
 both_backends!(
     item_writes_are_seen_at_once_by_every_cached_read,
     a_deleted_user_is_401_at_once_and_their_items_are_gone,
     reads_racing_writes_never_go_back,
+    concurrent_reads_and_creations_each_get_their_own_answer,
 );
 
 async fn get_json(app: &TestApp, path: &str) -> (StatusCode, Value) {
@@ -215,5 +223,223 @@ async fn reads_racing_writes_never_go_back(backend: Backend) {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for reader in readers {
         reader.await.unwrap();
+    }
+}
+
+/// Many reads and creations at once, so that they share batches (PostgreSQL) or group
+/// commits (both): every answer is the one its own request asked for.
+async fn concurrent_reads_and_creations_each_get_their_own_answer(backend: Backend) {
+    let app = Arc::new(TestApp::spawn(backend).await);
+    let user = Arc::new(app.user().await);
+    let mut creations = Vec::new();
+    for n in 0..64 {
+        let (app, user) = (app.clone(), user.clone());
+        creations.push(tokio::spawn(async move {
+            let name = format!("item {n}");
+            let item = app
+                .create_item(&user, json!({"name": name, "price": n, "quantity": n}))
+                .await;
+            assert_eq!(item["name"], name);
+            assert_eq!(item["price"], n as f64);
+            assert_eq!(item["quantity"], n);
+            item
+        }));
+    }
+    let mut created = Vec::new();
+    for creation in creations {
+        created.push(creation.await.unwrap());
+    }
+    let mut ids: Vec<i64> = created
+        .iter()
+        .map(|item| item["id"].as_i64().unwrap())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 64, "every creation got an id of its own");
+    let missing = ids[63] + 1000;
+    let mut reads = Vec::new();
+    for round in 0..4 {
+        for item in created.iter().cloned() {
+            let app = app.clone();
+            reads.push(tokio::spawn(async move {
+                let (status, body) = get_json(&app, &format!("/items/{}", item["id"])).await;
+                assert_eq!(status, StatusCode::OK);
+                assert_eq!(body, item);
+            }));
+        }
+        let app = app.clone();
+        reads.push(tokio::spawn(async move {
+            let response = app
+                .get(&format!("/items/{}", missing + round))
+                .send()
+                .await
+                .unwrap();
+            crate::helpers::assert_problem(response, StatusCode::NOT_FOUND, None).await;
+        }));
+    }
+    // Pages of every size at once: distinct pages in one batch, each its own length.
+    for limit in 1..=64 {
+        let (app, ids) = (app.clone(), ids.clone());
+        reads.push(tokio::spawn(async move {
+            let (status, page) = get_json(&app, &format!("/items?limit={limit}")).await;
+            assert_eq!(status, StatusCode::OK);
+            let got: Vec<i64> = page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|item| item["id"].as_i64().unwrap())
+                .collect();
+            assert_eq!(got, ids[..limit].to_vec(), "limit={limit}");
+        }));
+    }
+    for read in reads {
+        read.await.unwrap();
+    }
+}
+
+fn start_process(database: &str, secret: &str) -> (Child, String) {
+    let port = free_port();
+    let child = Command::new(BINARY)
+        .arg("serve")
+        .env("LARDER_BIND", format!("127.0.0.1:{port}"))
+        .env("LARDER_DATABASE_URL", database)
+        .env("LARDER_JWT_SECRET", secret)
+        .env("LARDER_LOG_LEVEL", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start larder");
+    (child, format!("http://127.0.0.1:{port}"))
+}
+
+/// Two larder processes on one PostgreSQL database, the second under a read load that keeps
+/// its batches full: each write answered by the first is seen by the very next read through
+/// the second — the item, its new version, the page it lands on, and its deletion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(larder_test_postgres),
+    ignore = "LARDER_TEST_DATABASE_URL is not set"
+)]
+async fn postgres_a_write_through_one_process_is_read_through_another_at_once() {
+    let database = fresh_postgres_database().await;
+    let secret = "two-processes-secret-0plum-kettle-429abcdef";
+    let (mut first, writer) = start_process(&database, secret);
+    let (mut second, reader) = start_process(&database, secret);
+    wait_until_serving(&writer).await;
+    wait_until_serving(&reader).await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let email = "two-processes@example.com";
+    let created = client
+        .post(format!("{writer}/users"))
+        .json(&json!({"email": email, "password": "plum-kettle-42"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let token: Value = client
+        .post(format!("{writer}/auth/token"))
+        .form(&[("username", email), ("password", "plum-kettle-42")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["access_token"].as_str().unwrap().to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut load = Vec::new();
+    for n in 0..16 {
+        let (client, reader, stop) = (client.clone(), reader.clone(), stop.clone());
+        load.push(tokio::spawn(async move {
+            let path = if n % 2 == 0 {
+                "/items/1"
+            } else {
+                "/items?limit=5"
+            };
+            while !stop.load(Ordering::Relaxed) {
+                let status = client
+                    .get(format!("{reader}{path}"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status();
+                assert!(
+                    status == StatusCode::OK || status == StatusCode::NOT_FOUND,
+                    "{status}"
+                );
+            }
+        }));
+    }
+    for round in 0..25 {
+        let response = client
+            .post(format!("{writer}/items"))
+            .bearer_auth(&token)
+            .json(&json!({"name": format!("new {round}"), "price": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let item: Value = response.json().await.unwrap();
+        let path = format!("/items/{}", item["id"]);
+        let seen = client.get(format!("{reader}{path}")).send().await.unwrap();
+        assert_eq!(seen.status(), StatusCode::OK, "round {round}: the new item");
+        assert_eq!(seen.json::<Value>().await.unwrap(), item);
+        let page: Value = client
+            .get(format!("{reader}/items?sort=-id&limit=1"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            page["items"][0]["id"], item["id"],
+            "round {round}: the newest page"
+        );
+        let renamed = client
+            .patch(format!("{writer}{path}"))
+            .bearer_auth(&token)
+            .json(&json!({"name": format!("renamed {round}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(renamed.status(), StatusCode::OK);
+        let seen: Value = client
+            .get(format!("{reader}{path}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            seen["name"],
+            format!("renamed {round}"),
+            "round {round}: the new version"
+        );
+        assert_eq!(seen["version"], 2);
+        if round % 2 == 1 {
+            let deleted = client
+                .delete(format!("{writer}{path}"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+            let gone = client.get(format!("{reader}{path}")).send().await.unwrap();
+            assert_eq!(
+                gone.status(),
+                StatusCode::NOT_FOUND,
+                "round {round}: the deletion"
+            );
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+    for child in [&mut first, &mut second] {
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
