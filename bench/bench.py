@@ -602,6 +602,7 @@ def bench_on(args: argparse.Namespace, backend: Backend) -> int:
         (workdir / "results.json").write_text(json.dumps(report, indent=2))
         if args.json:
             Path(args.json).write_text(json.dumps(report, indent=2))
+        draw_charts(args, report, workdir / "results.json")
         problems = print_table(report, smoke=args.smoke)
         log(f"raw results: {args.json or workdir / 'results.json'}")
         if problems:
@@ -614,6 +615,28 @@ def bench_on(args: argparse.Namespace, backend: Backend) -> int:
             server.stop()
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+RESULTS_DIR = BENCH_DIR / "results"
+README_CHART = BENCH_DIR.parent / "docs" / "bench.svg"
+
+
+def draw_charts(args: argparse.Namespace, report: dict, report_path: Path) -> None:
+    """`--svg PATH`: this run's chart. A full run (all routes, not a smoke) also keeps its
+    report as bench/results/BACKEND.json and redraws the README's chart (docs/bench.svg)
+    from every backend's latest report."""
+    sys.path.insert(0, str(BENCH_DIR))
+    import chart  # bench/chart.py
+
+    if args.svg:
+        chart.write_chart([report_path], Path(args.svg))
+        log(f"chart of this run: {args.svg}")
+    if args.smoke or args.routes:
+        return
+    RESULTS_DIR.mkdir(exist_ok=True)
+    (RESULTS_DIR / f"{report['backend']}.json").write_text(json.dumps(report, indent=2) + "\n")
+    chart.write_chart(sorted(RESULTS_DIR.glob("*.json")), README_CHART)
+    log(f"kept {RESULTS_DIR / (report['backend'] + '.json')}; redrew {README_CHART}")
 
 
 def print_table(report: dict, smoke: bool) -> list[str]:
@@ -956,6 +979,7 @@ def main() -> int:
     b.add_argument("--threads", type=int, default=2)
     b.add_argument("--import-items", type=int, help="items in the import job (default 100,000, smoke 10,000)")
     b.add_argument("--json", help="also write the raw results here")
+    b.add_argument("--svg", help="also draw this run's chart here (bench/chart.py)")
     b.add_argument("--routes", help="comma-separated route keys to run alone, without the import job "
                    f"({', '.join(r.key for r in ROUTES)})")
     g = sub.add_parser("listing", help="a filtered, sorted page over 1,000,000 items, and the export's RSS")
