@@ -499,8 +499,37 @@ pub fn keep_page_body(db: &Db, key: PageKey, tag: Option<u64>, page: RenderedPag
     }
 }
 
+/// PostgreSQL's batched `newest` reads: each distinct limit once.
+pub(crate) fn newest_many(
+    db: Db,
+    limits: Vec<i64>,
+) -> futures::future::BoxFuture<'static, StoreResult<HashMap<i64, Arc<Vec<ItemSummary>>>>> {
+    Box::pin(async move {
+        let Db::Postgres(postgres) = &db else {
+            unreachable!("only PostgreSQL batches its reads");
+        };
+        let mut pages = HashMap::with_capacity(limits.len());
+        for limit in limits {
+            let items = sqlx::query_as::<_, ItemSummary>(NEWEST)
+                .bind(limit)
+                .fetch_all(&postgres.pool)
+                .await?;
+            pages.insert(limit, Arc::new(items));
+        }
+        Ok(pages)
+    })
+}
+
+const NEWEST: &str = "select id, name from items order by id desc limit $1";
+
 /// The newest `limit` items, newest first.
 pub async fn newest(db: &Db, limit: i64) -> StoreResult<Vec<ItemSummary>> {
+    if let Db::Postgres(postgres) = db {
+        let items = postgres.reads.newest.get(db, limit).await?;
+        return Ok(items
+            .map(|items| items.as_ref().clone())
+            .unwrap_or_default());
+    }
     let cache = db.cache();
     let tag = cache.map(|cache| cache.generation());
     if let (Some(cache), Some(tag)) = (cache, tag)
@@ -508,9 +537,8 @@ pub async fn newest(db: &Db, limit: i64) -> StoreResult<Vec<ItemSummary>> {
     {
         return Ok(items);
     }
-    let sql = "select id, name from items order by id desc limit $1";
     let items = with_reader!(db, |pool| {
-        sqlx::query_as::<_, ItemSummary>(sql)
+        sqlx::query_as::<_, ItemSummary>(NEWEST)
             .bind(limit)
             .fetch_all(pool)
             .await?

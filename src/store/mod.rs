@@ -102,6 +102,9 @@ pub struct PostgresDb {
 pub struct PostgresReads {
     pub(crate) items: Arc<coalesce::ReadBatcher<i64, items::Item>>,
     pub(crate) pages: Arc<coalesce::ReadBatcher<items::PageRead, Arc<Vec<items::Item>>>>,
+    pub(crate) newest: Arc<coalesce::ReadBatcher<i64, Arc<Vec<items::ItemSummary>>>>,
+    /// The token check of every authenticated request: (user id, session id) → the user.
+    pub(crate) session_users: Arc<coalesce::ReadBatcher<(i64, Arc<str>), users::User>>,
 }
 
 #[derive(Clone, Debug)]
@@ -309,6 +312,8 @@ impl Db {
                 let reads = Arc::new(PostgresReads {
                     items: coalesce::ReadBatcher::new(read_slots, items::find_many),
                     pages: coalesce::ReadBatcher::new(read_slots, items::pages),
+                    newest: coalesce::ReadBatcher::new(read_slots, items::newest_many),
+                    session_users: coalesce::ReadBatcher::new(read_slots, users::for_sessions),
                 });
                 Db::Postgres(PostgresDb {
                     pool,

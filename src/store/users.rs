@@ -193,6 +193,10 @@ pub async fn password_hash(db: &Db, id: i64) -> StoreResult<Option<String>> {
 /// (a primary-key lookup on each table) per authenticated request. On SQLite the answer is
 /// cached per session and dropped on every user or session write in this process.
 pub async fn for_session(db: &Db, user_id: i64, session_id: &str) -> StoreResult<Option<User>> {
+    if let Db::Postgres(postgres) = db {
+        let key = (user_id, std::sync::Arc::<str>::from(session_id));
+        return postgres.reads.session_users.get(db, key).await;
+    }
     let cache = db.cache();
     if let Some(user) = cache.and_then(|cache| cache.session_user(session_id)) {
         return Ok((user.id == user_id).then_some(user));
@@ -212,6 +216,47 @@ pub async fn for_session(db: &Db, user_id: i64, session_id: &str) -> StoreResult
         cache.put_session_user(tag, session_id, user.clone());
     }
     Ok(user)
+}
+
+/// A live session's row joined to its active user, for [`for_sessions`].
+#[derive(sqlx::FromRow)]
+struct SessionUser {
+    session_id: String,
+    #[sqlx(flatten)]
+    user: User,
+}
+
+/// PostgreSQL's batched token checks (`store::coalesce`): every waiting session in one query.
+/// A key is answered only when the session belongs to the user the token names.
+pub(crate) fn for_sessions(
+    db: Db,
+    keys: Vec<(i64, std::sync::Arc<str>)>,
+) -> futures::future::BoxFuture<
+    'static,
+    StoreResult<std::collections::HashMap<(i64, std::sync::Arc<str>), User>>,
+> {
+    Box::pin(async move {
+        let Db::Postgres(postgres) = &db else {
+            unreachable!("only PostgreSQL batches its reads");
+        };
+        let sql = "select s.id as session_id, u.id, u.email, u.full_name, u.role, u.created_at, \
+                   u.tokens_valid_after, u.is_active \
+                   from sessions s join users u on u.id = s.user_id \
+                   where s.id = any($1) and not s.revoked and u.is_active";
+        let session_ids: Vec<&str> = keys.iter().map(|(_, session)| session.as_ref()).collect();
+        let rows = sqlx::query_as::<_, SessionUser>(sql)
+            .bind(&session_ids)
+            .fetch_all(&postgres.pool)
+            .await?;
+        let mut users = std::collections::HashMap::with_capacity(rows.len());
+        for row in rows {
+            let key = (row.user.id, std::sync::Arc::<str>::from(row.session_id));
+            if keys.contains(&key) {
+                users.insert(key, row.user);
+            }
+        }
+        Ok(users)
+    })
 }
 
 /// Which users a listing shows.
