@@ -292,6 +292,27 @@ async fn concurrent_reads_and_creations_each_get_their_own_answer(backend: Backe
             assert_eq!(got, ids[..limit].to_vec(), "limit={limit}");
         }));
     }
+    // Token checks of many users at once (one batch of session lookups on PostgreSQL): each
+    // request is answered as its own user.
+    let mut users = Vec::new();
+    for _ in 0..8 {
+        users.push(Arc::new(app.user().await));
+    }
+    for round in 0..4 {
+        for user in &users {
+            let (app, user) = (app.clone(), user.clone());
+            reads.push(tokio::spawn(async move {
+                let response = app
+                    .get("/users/me")
+                    .bearer_auth(&user.token)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), StatusCode::OK, "round {round}");
+                assert_eq!(response.json::<Value>().await.unwrap()["id"], user.id);
+            }));
+        }
+    }
     for read in reads {
         read.await.unwrap();
     }
