@@ -23,9 +23,12 @@ use super::{Db, StoreError, StoreResult};
 
 type Answer<K, V> = Option<Result<Arc<HashMap<K, V>>, Arc<StoreError>>>;
 
+/// What a fetch gives: the value of each key that has one.
+pub type Fetched<K, V> = BoxFuture<'static, StoreResult<HashMap<K, V>>>;
+
 /// Fetches the values of a batch's keys; a key with no value is absent from the map. Given
 /// the database at each call, not kept: the batcher lives inside it.
-pub type Fetch<K, V> = fn(Db, Vec<K>) -> BoxFuture<'static, StoreResult<HashMap<K, V>>>;
+pub type Fetch<K, V> = fn(Db, Vec<K>) -> Fetched<K, V>;
 
 /// The most keys one batch takes; a read that finds the gathering batch full starts the next.
 const MAX_KEYS: usize = 256;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
+use super::coalesce::Fetched;
 use super::idempotency::{OwnedKey, StoredResponse};
 use super::{Db, StoreResult};
 use crate::domain::item::ItemDraft;
@@ -85,10 +86,7 @@ pub async fn find(db: &Db, id: i64) -> StoreResult<Option<Item>> {
 }
 
 /// PostgreSQL's batched item reads (`store::coalesce`): every id in one statement.
-pub(crate) fn find_many(
-    db: Db,
-    ids: Vec<i64>,
-) -> futures::future::BoxFuture<'static, StoreResult<HashMap<i64, Item>>> {
+pub(crate) fn find_many(db: Db, ids: Vec<i64>) -> Fetched<i64, Item> {
     Box::pin(async move {
         let sql = "select id, name, description, price, quantity, owner_id, version, created_at, updated_at \
                    from items where id = any($1)";
@@ -128,10 +126,7 @@ impl std::hash::Hash for PageRead {
 }
 
 /// PostgreSQL's batched page reads: each distinct page once.
-pub(crate) fn pages(
-    db: Db,
-    reads: Vec<PageRead>,
-) -> futures::future::BoxFuture<'static, StoreResult<HashMap<PageRead, Arc<Vec<Item>>>>> {
+pub(crate) fn pages(db: Db, reads: Vec<PageRead>) -> Fetched<PageRead, Arc<Vec<Item>>> {
     Box::pin(async move {
         let mut pages = HashMap::with_capacity(reads.len());
         for read in reads {
@@ -500,10 +495,7 @@ pub fn keep_page_body(db: &Db, key: PageKey, tag: Option<u64>, page: RenderedPag
 }
 
 /// PostgreSQL's batched `newest` reads: each distinct limit once.
-pub(crate) fn newest_many(
-    db: Db,
-    limits: Vec<i64>,
-) -> futures::future::BoxFuture<'static, StoreResult<HashMap<i64, Arc<Vec<ItemSummary>>>>> {
+pub(crate) fn newest_many(db: Db, limits: Vec<i64>) -> Fetched<i64, Arc<Vec<ItemSummary>>> {
     Box::pin(async move {
         let Db::Postgres(postgres) = &db else {
             unreachable!("only PostgreSQL batches its reads");

@@ -1,8 +1,11 @@
 //! Users: registration, lookup for login and tokens, listing, changes, deletion, and the
 //! last-active-admin rule.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 
+use super::coalesce::Fetched;
 use super::{Db, StoreError, StoreResult, is_unique_violation};
 use crate::domain::user::{Email, Role};
 
@@ -194,7 +197,7 @@ pub async fn password_hash(db: &Db, id: i64) -> StoreResult<Option<String>> {
 /// cached per session and dropped on every user or session write in this process.
 pub async fn for_session(db: &Db, user_id: i64, session_id: &str) -> StoreResult<Option<User>> {
     if let Db::Postgres(postgres) = db {
-        let key = (user_id, std::sync::Arc::<str>::from(session_id));
+        let key: SessionKey = (user_id, session_id.into());
         return postgres.reads.session_users.get(db, key).await;
     }
     let cache = db.cache();
@@ -218,6 +221,9 @@ pub async fn for_session(db: &Db, user_id: i64, session_id: &str) -> StoreResult
     Ok(user)
 }
 
+/// A token's user id and session id: the key of PostgreSQL's batched token checks.
+pub(crate) type SessionKey = (i64, std::sync::Arc<str>);
+
 /// A live session's row joined to its active user, for [`for_sessions`].
 #[derive(sqlx::FromRow)]
 struct SessionUser {
@@ -228,13 +234,7 @@ struct SessionUser {
 
 /// PostgreSQL's batched token checks (`store::coalesce`): every waiting session in one query.
 /// A key is answered only when the session belongs to the user the token names.
-pub(crate) fn for_sessions(
-    db: Db,
-    keys: Vec<(i64, std::sync::Arc<str>)>,
-) -> futures::future::BoxFuture<
-    'static,
-    StoreResult<std::collections::HashMap<(i64, std::sync::Arc<str>), User>>,
-> {
+pub(crate) fn for_sessions(db: Db, keys: Vec<SessionKey>) -> Fetched<SessionKey, User> {
     Box::pin(async move {
         let Db::Postgres(postgres) = &db else {
             unreachable!("only PostgreSQL batches its reads");
@@ -248,9 +248,9 @@ pub(crate) fn for_sessions(
             .bind(&session_ids)
             .fetch_all(&postgres.pool)
             .await?;
-        let mut users = std::collections::HashMap::with_capacity(rows.len());
+        let mut users = HashMap::with_capacity(rows.len());
         for row in rows {
-            let key = (row.user.id, std::sync::Arc::<str>::from(row.session_id));
+            let key: SessionKey = (row.user.id, row.session_id.into());
             if keys.contains(&key) {
                 users.insert(key, row.user);
             }
