@@ -617,13 +617,13 @@ def bench_on(args: argparse.Namespace, backend: Backend) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-RESULTS_DIR = BENCH_DIR / "results"
+RESULTS_DIR = BENCH_DIR / "latest"
 README_CHART = BENCH_DIR.parent / "docs" / "bench.svg"
 
 
 def draw_charts(args: argparse.Namespace, report: dict, report_path: Path) -> None:
     """`--svg PATH`: this run's chart. A full run (all routes, not a smoke) also keeps its
-    report as bench/results/BACKEND.json and redraws the README's chart (docs/bench.svg)
+    report as bench/latest/BACKEND.json and redraws the README's chart (docs/bench.svg)
     from every backend's latest report."""
     sys.path.insert(0, str(BENCH_DIR))
     import chart  # bench/chart.py

@@ -2,7 +2,7 @@
 """The benchmark as a picture: an SVG bar chart of larder against its baseline, per route,
 one panel per backend, from the JSON reports `bench.py bench --json` writes.
 
-    python3 bench/chart.py bench/results/sqlite.json bench/results/postgres.json -o docs/bench.svg
+    python3 bench/chart.py bench/latest/sqlite.json bench/latest/postgres.json -o docs/bench.svg
 
 bench/run.sh calls it after every full run (see bench/README.md); tests/bench_chart.sh
 renders the result in headless Chromium, so a broken chart fails CI.
@@ -25,6 +25,10 @@ ROUTES = [
     ("api_data", "GET /api/data"),
     ("create", "POST /items"),
 ]
+# What a panel's reader must know about its baseline.
+BACKEND_NOTES = {
+    "postgres": "the baseline answers /healthz, /protected and /api/data without PostgreSQL or Redis",
+}
 BACKEND_TITLES = {
     "sqlite": "SQLite (embedded) vs a minimal axum server",
     "postgres": "PostgreSQL + Redis vs a tokio-postgres server",
@@ -75,6 +79,9 @@ def panel(report: dict, top: float) -> tuple[list[str], float]:
     if "items_per_s" in imported:
         out.append(f'<text class="note" x="16" y="{y + 8:.0f}">import job: {imported["items_per_s"]:,.0f} items/s '
                    f'({imported["items"]:,} items)</text>')
+        y += 20
+    if backend in BACKEND_NOTES:
+        out.append(f'<text class="note" x="16" y="{y + 8:.0f}">{escape(BACKEND_NOTES[backend])}</text>')
         y += 20
     return out, y + 16
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The benchmark charts render: each SVG given is loaded in headless Chromium (Debian's
 # `chromium`) both as an image (strict XML: a malformed file does not load) and inline (its
-# bars laid out), and a screenshot is saved beside it. Fails when an SVG does not load, has
-# no bars, or has a bar with no width.
+# bars laid out), and a screenshot is taken. Fails when an SVG does not load, has
+# no bars, or has a bar with no width. Screenshots are kept in $BENCH_CHART_SCREENSHOTS
+# when it names a directory.
 #
 #   tests/bench_chart.sh docs/bench.svg [more.svg ...]
 set -euo pipefail
@@ -49,7 +50,8 @@ if (image.complete) judge(); else {{ image.onload = judge; image.onerror = judge
 </script>""")
 PY
     verdict="$(chromium --dump-dom "file://$page" | grep -o 'VERDICT {.*}' | head -1 || true)"
-    chromium --window-size=900,1000 --screenshot="${svg%.svg}.png" "file://$svg" >/dev/null || true
+    shot="${BENCH_CHART_SCREENSHOTS:-$work}/$(basename "${svg%.svg}").png"
+    chromium --window-size=900,1000 --screenshot="$shot" "file://$svg" >/dev/null || true
     if ! python3 - "$svg" "$verdict" <<'PY'
 import json, sys
 svg, verdict = sys.argv[1], sys.argv[2]
