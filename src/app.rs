@@ -48,8 +48,19 @@ pub fn main() -> ExitCode {
                 eprintln!("larder: invalid settings: {problem}");
                 return ExitCode::from(2);
             }
-            let _flush_logs_on_exit =
-                crate::telemetry::init_logging(&settings.log_level, settings.log_format);
+            // Dropped after the server stopped, while the runtime still runs: the last
+            // spans go out, then the last log lines.
+            let _telemetry = match crate::telemetry::init(
+                &settings.log_level,
+                settings.log_format,
+                runtime.handle(),
+            ) {
+                Ok(telemetry) => telemetry,
+                Err(problem) => {
+                    eprintln!("larder: invalid settings: {problem}");
+                    return ExitCode::from(2);
+                }
+            };
             runtime.block_on(serve(*settings))
         }
         Command::Migrate(database) => runtime.block_on(migrate(database)),
@@ -179,7 +190,12 @@ async fn check(settings: Settings) -> Result<String, String> {
         }
         None => "",
     };
-    Ok(format!("settings ok; {database}{redis}"))
+    let tracing = if crate::telemetry::tracing_configured() {
+        "; tracing on (OTLP/HTTP)"
+    } else {
+        "; tracing off"
+    };
+    Ok(format!("settings ok; {database}{redis}{tracing}"))
 }
 
 /// `larder backup --to PATH`: a consistent copy of the live SQLite database.

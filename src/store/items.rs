@@ -53,6 +53,7 @@ pub struct NewItem {
 /// Creates an item. With an idempotency key, the answer made from the new item is stored
 /// in the same transaction, so a replay exists exactly when the item does. On SQLite the
 /// write joins a group commit (see `store::batch`).
+#[tracing::instrument(target = "larder::spans::db", name = "items.insert", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn insert(db: &Db, item: NewItem, respond: Respond) -> StoreResult<Item> {
     let pool = match db {
         Db::Sqlite(sqlite) => return sqlite.items.insert(item, respond).await,
@@ -84,6 +85,7 @@ async fn insert_postgres(
     Ok(created)
 }
 
+#[tracing::instrument(target = "larder::spans::db", name = "items.find", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn find(db: &Db, id: i64) -> StoreResult<Option<Item>> {
     let cache = db.cache();
     let tag = cache.map(|cache| cache.generation());
@@ -280,6 +282,7 @@ fn price_bounds(
 
 /// Whether the listing bounds the price under another sort, and if so, how to read it:
 /// one short count over the price index (at most [`NARROW_PRICE_RANGE`] entries) decides.
+#[tracing::instrument(target = "larder::spans::db", name = "items.price_plan", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn price_plan(db: &Db, query: &ItemQuery) -> StoreResult<PricePlan> {
     let filter = &query.filter;
     if query.sort.key == SortKey::Price
@@ -392,6 +395,7 @@ fn listing_sql(
 
 /// Up to `limit` items of `query`, after `after` in its order. Not cached as rows: the read
 /// cache keeps the page's rendered answer instead (`page_body`), under the same rule.
+#[tracing::instrument(target = "larder::spans::db", name = "items.page", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn page(
     db: &Db,
     query: &ItemQuery,
@@ -404,6 +408,7 @@ pub async fn page(
 
 /// [`page`] with the price plan decided already: a listing read in many pages (the export)
 /// counts its price range once, not once a page.
+#[tracing::instrument(target = "larder::spans::db", name = "items.page_planned", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn page_planned(
     db: &Db,
     query: &ItemQuery,
@@ -450,6 +455,7 @@ pub fn keep_page_body(db: &Db, key: PageKey, tag: Option<u64>, page: RenderedPag
 }
 
 /// The newest `limit` items, newest first.
+#[tracing::instrument(target = "larder::spans::db", name = "items.newest", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn newest(db: &Db, limit: i64) -> StoreResult<Vec<ItemSummary>> {
     let cache = db.cache();
     let tag = cache.map(|cache| cache.generation());
@@ -472,6 +478,7 @@ pub async fn newest(db: &Db, limit: i64) -> StoreResult<Vec<ItemSummary>> {
 }
 
 /// Replaces the fields if the item is still at `version`; `None` when it is not (or is gone).
+#[tracing::instrument(target = "larder::spans::db", name = "items.update", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn update(
     db: &Db,
     id: i64,
@@ -501,6 +508,7 @@ pub async fn update(
 }
 
 /// Deletes the item if it is still at `version`; false when it is not (or is gone).
+#[tracing::instrument(target = "larder::spans::db", name = "items.delete", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn delete(db: &Db, id: i64, version: i64) -> StoreResult<bool> {
     db.write(async {
         let sql = "delete from items where id = $1 and version = $2";
