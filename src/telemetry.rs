@@ -60,8 +60,7 @@ pub fn tracing_configured() -> bool {
     let set = |name: &str| std::env::var_os(name).is_some_and(|value| !value.is_empty());
     let disabled = std::env::var("OTEL_SDK_DISABLED")
         .is_ok_and(|value| value.trim().eq_ignore_ascii_case("true"));
-    !disabled
-        && (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+    !disabled && (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
 }
 
 /// Starts logging to stdout through a writer thread, so a request never waits on the
@@ -185,10 +184,13 @@ mod otel {
     /// `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, else `OTEL_EXPORTER_OTLP_TIMEOUT`, in
     /// milliseconds; 10 s by default, as the exporter's.
     fn export_timeout() -> Duration {
-        ["OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"]
-            .iter()
-            .find_map(|name| std::env::var(name).ok()?.trim().parse::<u64>().ok())
-            .map_or(Duration::from_secs(10), Duration::from_millis)
+        [
+            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+        ]
+        .iter()
+        .find_map(|name| std::env::var(name).ok()?.trim().parse::<u64>().ok())
+        .map_or(Duration::from_secs(10), Duration::from_millis)
     }
 
     /// The registry with three layers: the log lines (`LARDER_LOG_LEVEL`, larder's spans
@@ -215,6 +217,7 @@ mod otel {
             .with_location(false)
             .with_threads(false)
             .with_target(false)
+            .with_tracked_inactivity(false)
             .with_filter(exported);
         let ansi = false;
         let lines = tracing_subscriber::fmt::layer()

@@ -292,7 +292,7 @@ impl std::fmt::Display for SpanName<'_> {
 
 /// The answer's status on the request's span; a server error marks the span failed.
 fn record_answer(span: &tracing::Span, status: StatusCode) {
-    span.record("http.response.status_code", status.as_u16());
+    span.record("http.response.status_code", i64::from(status.as_u16()));
     if status.is_server_error() {
         span.record("otel.status_code", "error");
     }

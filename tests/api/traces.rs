@@ -132,7 +132,10 @@ fn serve(database: &str, env: &[(&str, &str)]) -> (Child, String) {
         .env("LARDER_DATABASE_URL", database)
         .env("LARDER_LOG_FORMAT", "json")
         .env("LARDER_LOG_LEVEL", "info")
-        .env("LARDER_JWT_SECRET", "a test secret that is long enough to use")
+        .env(
+            "LARDER_JWT_SECRET",
+            "a test secret that is long enough to use",
+        )
         .env("LARDER_ADMIN_EMAIL", "root@example.com")
         .env("LARDER_ADMIN_PASSWORD", "admin password")
         .stdout(Stdio::piped())
@@ -222,6 +225,40 @@ async fn a_request_continues_its_trace_and_its_store_call_is_a_child(backend: Ba
     assert_eq!(answer.status(), StatusCode::OK);
     // Nothing was exported yet (the batch waits for its schedule or the shutdown).
     assert!(receiver.spans().is_empty());
+
+    // An import of two chunks.
+    let rows: Vec<Value> = (0..larder::jobs::kinds::import_items::CHUNK + 1)
+        .map(|i| serde_json::json!({"name": format!("row {i}"), "price": 1.0}))
+        .collect();
+    let accepted: Value = client
+        .post(format!("{base}/process"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"kind": "import_items", "items": rows}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let job_id = accepted["job_id"].as_str().unwrap().to_string();
+    let waiting = Instant::now();
+    loop {
+        let job: Value = client
+            .get(format!("{base}/jobs/{job_id}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if job["status"] == "succeeded" {
+            break;
+        }
+        assert!(waiting.elapsed() < Duration::from_secs(30), "{job}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     let (status, logs) = stop(server).await;
     assert_eq!(status.code(), Some(0), "{logs}");
 
@@ -246,11 +283,12 @@ async fn a_request_continues_its_trace_and_its_store_call_is_a_child(backend: Ba
         text(attributes, "http.route").as_deref(),
         Some("/items/{item_id}")
     );
+    assert_eq!(text(attributes, "url.path"), Some(format!("/items/{id}")));
     assert_eq!(
-        text(attributes, "url.path"),
-        Some(format!("/items/{id}"))
+        int(attributes, "http.response.status_code"),
+        Some(200),
+        "{attributes:?}"
     );
-    assert_eq!(int(attributes, "http.response.status_code"), Some(200));
 
     let store_call = in_trace
         .iter()
@@ -281,6 +319,41 @@ async fn a_request_continues_its_trace_and_its_store_call_is_a_child(backend: Ba
                 .parent_span_id;
         }
     }
+    // The job's attempt is a trace: a span per committed chunk, each chunk's commit below it.
+    let attempt = spans
+        .iter()
+        .find(|received| {
+            received.span.name == "job import_items"
+                && text(&received.span.attributes, "job.id").as_deref() == Some(job_id.as_str())
+        })
+        .unwrap_or_else(|| panic!("no span for the job's attempt: {spans:#?}"));
+    let chunks: Vec<&Received> = spans
+        .iter()
+        .filter(|received| {
+            received.span.name == "import_items chunk"
+                && received.span.parent_span_id == attempt.span.span_id
+        })
+        .collect();
+    assert_eq!(chunks.len(), 2, "{spans:#?}");
+    for chunk in &chunks {
+        assert_eq!(chunk.span.trace_id, attempt.span.trace_id);
+        assert!(
+            spans
+                .iter()
+                .any(|received| received.span.name == "jobs.commit_chunk"
+                    && received.span.parent_span_id == chunk.span.span_id),
+            "no commit below {chunk:#?}"
+        );
+    }
+    // The workers' polling for jobs makes no traces.
+    assert!(
+        !spans
+            .iter()
+            .any(|received| received.span.name == "jobs.claim"
+                && received.span.parent_span_id.is_empty()),
+        "{spans:#?}"
+    );
+
     // The other requests (the health checks, the login, the creation) are traces of their own.
     let login = spans
         .iter()
