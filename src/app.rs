@@ -159,12 +159,18 @@ async fn migrate(mut database: DatabaseSettings) -> anyhow::Result<()> {
 }
 
 /// `larder check`: the settings, then the database (reached, its schema version; a SQLite
-/// file not made yet is fine, `serve` or `migrate` makes it), then Redis when set. One line
-/// either way; nothing is created or migrated.
+/// file not made yet is fine, `serve` or `migrate` makes it), then Redis when set; whether
+/// tracing is on (its `OTEL_*` settings checked). One line either way; nothing is created
+/// or migrated.
 async fn check(settings: Settings) -> Result<String, String> {
     settings
         .check()
         .map_err(|problem| format!("invalid settings: {problem}"))?;
+    let tracing = match crate::telemetry::check_tracing() {
+        Ok(true) => "; tracing on (OTLP/HTTP)",
+        Ok(false) => "; tracing off",
+        Err(problem) => return Err(format!("invalid settings: {problem}")),
+    };
     let url = &settings.database.database_url;
     let database = match Db::sqlite_path(url) {
         Some(path) if !path.exists() => format!(
@@ -189,11 +195,6 @@ async fn check(settings: Settings) -> Result<String, String> {
             "; Redis reachable"
         }
         None => "",
-    };
-    let tracing = if crate::telemetry::tracing_configured() {
-        "; tracing on (OTLP/HTTP)"
-    } else {
-        "; tracing off"
     };
     Ok(format!("settings ok; {database}{redis}{tracing}"))
 }

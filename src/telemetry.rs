@@ -12,6 +12,7 @@
 
 use std::io::IsTerminal;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -25,6 +26,15 @@ pub const SPANS: &str = "larder::spans";
 /// The target of the store's spans (one per call): exported only under a request or a job,
 /// so the workers' polling and the periodic sweeps make no traces of their own.
 pub const DB_SPANS: &str = "larder::spans::db";
+
+/// Whether this process exports spans (set once, by [`init`]).
+static TRACING: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process exports spans: the request path asks before it makes a span, so
+/// with tracing off a request pays one load and a branch.
+pub fn tracing_on() -> bool {
+    TRACING.load(Ordering::Relaxed)
+}
 
 /// What [`init`] started; dropping it sends the spans still waiting (bounded by
 /// [`FLUSH_TIMEOUT`]) and then the last log lines.
@@ -97,12 +107,26 @@ pub fn init(
                 LogFormat::Json => builder.json().flatten_event(true).try_init().is_err(),
             }
         }
-        Some(provider) => otel::install(provider, log_filter(filter), format, writer).is_err(),
+        Some(provider) => {
+            let installed = otel::install(provider, log_filter(filter), format, writer).is_ok();
+            TRACING.store(installed, Ordering::Relaxed);
+            !installed
+        }
     };
     Ok(Telemetry {
         traces,
         _logs: guard,
     })
+}
+
+/// For `larder check`: whether tracing is on, its settings checked (the exporter is made,
+/// nothing is sent).
+pub fn check_tracing() -> Result<bool, String> {
+    if !tracing_configured() {
+        return Ok(false);
+    }
+    otel::exporter(&tokio::runtime::Handle::current())?;
+    Ok(true)
 }
 
 /// `LARDER_LOG_LEVEL`, with larder's spans off: they are for the exporter, never the log.
@@ -154,18 +178,7 @@ mod otel {
     /// default: parent-based, always on), and the OTLP/HTTP exporter behind the SDK's batch
     /// processor (`OTEL_BSP_*`).
     pub(super) fn provider(runtime: &tokio::runtime::Handle) -> Result<SdkTracerProvider, String> {
-        let client = OnRuntime {
-            client: opentelemetry_http::hyper::HyperClient::with_default_connector(
-                export_timeout(),
-                None,
-            ),
-            runtime: runtime.clone(),
-        };
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_http_client(client)
-            .build()
-            .map_err(|error| format!("OTEL_EXPORTER_OTLP_ENDPOINT: {error}"))?;
+        let exporter = exporter(runtime)?;
         let detected = Resource::builder().build();
         let named = detected
             .get(&opentelemetry::Key::from_static_str("service.name"))
@@ -179,6 +192,24 @@ mod otel {
             .with_resource(resource)
             .with_batch_exporter(exporter)
             .build())
+    }
+
+    /// The OTLP/HTTP exporter the `OTEL_EXPORTER_OTLP_*` variables describe.
+    pub(super) fn exporter(
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<opentelemetry_otlp::SpanExporter, String> {
+        let client = OnRuntime {
+            client: opentelemetry_http::hyper::HyperClient::with_default_connector(
+                export_timeout(),
+                None,
+            ),
+            runtime: runtime.clone(),
+        };
+        opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_http_client(client)
+            .build()
+            .map_err(|error| error.to_string())
     }
 
     /// `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, else `OTEL_EXPORTER_OTLP_TIMEOUT`, in
@@ -318,28 +349,6 @@ mod otel {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_log_filter_turns_larder_spans_off_whatever_the_level() {
-        for level in ["info", "trace", "larder=trace", "larder::spans=trace,warn"] {
-            let subscriber = tracing_subscriber::fmt()
-                .with_env_filter(log_filter(level))
-                .with_writer(std::io::sink)
-                .finish();
-            tracing::subscriber::with_default(subscriber, || {
-                let request = tracing::info_span!(target: SPANS, "request");
-                assert!(request.is_disabled(), "{level}");
-                let db = tracing::info_span!(target: DB_SPANS, "items.find");
-                assert!(db.is_disabled(), "{level}");
-                assert!(tracing::enabled!(target: "larder::access", tracing::Level::WARN));
-            });
-        }
-    }
-}
-
 /// The process-wide Prometheus recorder, installed on first use.
 pub fn metrics() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -377,4 +386,26 @@ fn spawn_upkeep(handle: PrometheusHandle) {
             }
         })
         .expect("the metrics upkeep thread starts");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_filter_turns_larder_spans_off_whatever_the_level() {
+        for level in ["info", "trace", "larder=trace", "larder::spans=trace,warn"] {
+            let subscriber = tracing_subscriber::fmt()
+                .with_env_filter(log_filter(level))
+                .with_writer(std::io::sink)
+                .finish();
+            tracing::subscriber::with_default(subscriber, || {
+                let request = tracing::info_span!(target: SPANS, "request");
+                assert!(request.is_disabled(), "{level}");
+                let db = tracing::info_span!(target: DB_SPANS, "items.find");
+                assert!(db.is_disabled(), "{level}");
+                assert!(tracing::enabled!(target: "larder::access", tracing::Level::WARN));
+            });
+        }
+    }
 }

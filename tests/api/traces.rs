@@ -451,3 +451,55 @@ async fn a_collector_that_is_down_neither_fails_nor_slows_requests() {
 }
 
 both_backends!(a_request_continues_its_trace_and_its_store_call_is_a_child);
+
+/// `larder check` says whether tracing is on, and refuses an endpoint that is not a URL.
+#[test]
+fn check_reports_tracing_and_refuses_a_bad_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("new.db").display());
+    let check = |env: &[(&str, &str)]| {
+        let mut command = Command::new(BINARY);
+        command.arg("check").env("LARDER_DATABASE_URL", &database);
+        for variable in OTEL_VARIABLES {
+            command.env_remove(variable);
+        }
+        command.envs(env.iter().copied()).output().unwrap()
+    };
+    let off = check(&[]);
+    assert!(off.status.success(), "{off:?}");
+    assert!(
+        String::from_utf8_lossy(&off.stdout)
+            .trim_end()
+            .ends_with("; tracing off")
+    );
+    let on = check(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")]);
+    assert!(on.status.success(), "{on:?}");
+    assert!(
+        String::from_utf8_lossy(&on.stdout)
+            .trim_end()
+            .ends_with("; tracing on (OTLP/HTTP)")
+    );
+    let disabled = check(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+        ("OTEL_SDK_DISABLED", "true"),
+    ]);
+    assert!(String::from_utf8_lossy(&disabled.stdout).contains("; tracing off"));
+    let bad = check(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "not a url")]);
+    assert_eq!(bad.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(said.trim().lines().count(), 1, "{said}");
+    assert!(said.starts_with("larder check: invalid settings"), "{said}");
+    assert!(said.contains("OTEL_EXPORTER_OTLP_ENDPOINT"), "{said}");
+    // `serve` refuses it too, as any invalid setting: one line, exit 2.
+    let serve = Command::new(BINARY)
+        .arg("serve")
+        .env("LARDER_DATABASE_URL", &database)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "not a url")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .output()
+        .unwrap();
+    assert_eq!(serve.status.code(), Some(2), "{serve:?}");
+    let said = String::from_utf8_lossy(&serve.stderr);
+    assert_eq!(said.trim().lines().count(), 1, "{said}");
+    assert!(said.starts_with("larder: invalid settings"), "{said}");
+}
