@@ -4,6 +4,7 @@
 #
 #   bench/callgrind.sh target/release/larder /healthz
 #   bench/callgrind.sh /tmp/larder-old /protected --auth     # with a bearer token
+#   bench/callgrind.sh target/release/larder /items/1 --item  # with item 1 created first
 #
 # Runs the server under valgrind at the default settings (log level info: the access log is
 # on) with a fresh SQLite database, warms it, counts 8 s of wrk -t1 -c4 load, and prints the
@@ -18,13 +19,18 @@ server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 for _ in $(seq 1 120); do curl -sf "127.0.0.1:$port/healthz" > /dev/null && break; sleep 0.5; done
 headers=()
-if [ "$auth" = "--auth" ]; then
+if [ "$auth" = "--auth" ] || [ "$auth" = "--item" ]; then
   curl -sf -X POST "127.0.0.1:$port/users" -H 'content-type: application/json' \
     -d '{"email":"callgrind@example.com","password":"plum-kettle-seventeen"}' > /dev/null
   token=$(curl -sf -X POST "127.0.0.1:$port/auth/token" \
     -d 'username=callgrind@example.com&password=plum-kettle-seventeen' |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])')
-  headers=(-H "Authorization: Bearer $token")
+  if [ "$auth" = "--auth" ]; then
+    headers=(-H "Authorization: Bearer $token")
+  else
+    curl -sf -X POST "127.0.0.1:$port/items" -H "Authorization: Bearer $token" \
+      -H 'content-type: application/json' -d '{"name":"callgrind","price":1.5}' > /dev/null
+  fi
 fi
 wrk -t1 -c4 -d3s "${headers[@]}" "http://127.0.0.1:$port$path" > /dev/null
 callgrind_control -z "$server" > /dev/null 2>&1

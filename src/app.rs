@@ -48,8 +48,19 @@ pub fn main() -> ExitCode {
                 eprintln!("larder: invalid settings: {problem}");
                 return ExitCode::from(2);
             }
-            let _flush_logs_on_exit =
-                crate::telemetry::init_logging(&settings.log_level, settings.log_format);
+            // Dropped after the server stopped, while the runtime still runs: the last
+            // spans go out, then the last log lines.
+            let _telemetry = match crate::telemetry::init(
+                &settings.log_level,
+                settings.log_format,
+                runtime.handle(),
+            ) {
+                Ok(telemetry) => telemetry,
+                Err(problem) => {
+                    eprintln!("larder: invalid settings: {problem}");
+                    return ExitCode::from(2);
+                }
+            };
             runtime.block_on(serve(*settings))
         }
         Command::Migrate(database) => runtime.block_on(migrate(database)),
@@ -148,12 +159,18 @@ async fn migrate(mut database: DatabaseSettings) -> anyhow::Result<()> {
 }
 
 /// `larder check`: the settings, then the database (reached, its schema version; a SQLite
-/// file not made yet is fine, `serve` or `migrate` makes it), then Redis when set. One line
-/// either way; nothing is created or migrated.
+/// file not made yet is fine, `serve` or `migrate` makes it), then Redis when set; whether
+/// tracing is on (its `OTEL_*` settings checked). One line either way; nothing is created
+/// or migrated.
 async fn check(settings: Settings) -> Result<String, String> {
     settings
         .check()
         .map_err(|problem| format!("invalid settings: {problem}"))?;
+    let tracing = match crate::telemetry::check_tracing() {
+        Ok(true) => "; tracing on (OTLP/HTTP)",
+        Ok(false) => "; tracing off",
+        Err(problem) => return Err(format!("invalid settings: {problem}")),
+    };
     let url = &settings.database.database_url;
     let database = match Db::sqlite_path(url) {
         Some(path) if !path.exists() => format!(
@@ -179,7 +196,7 @@ async fn check(settings: Settings) -> Result<String, String> {
         }
         None => "",
     };
-    Ok(format!("settings ok; {database}{redis}"))
+    Ok(format!("settings ok; {database}{redis}{tracing}"))
 }
 
 /// `larder backup --to PATH`: a consistent copy of the live SQLite database.

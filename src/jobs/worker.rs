@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::Kinds;
 use super::context::{JobContext, JobError, Outcome};
@@ -59,7 +60,10 @@ async fn work(config: WorkerConfig, id: Arc<str>, stop: CancellationToken) {
         notified.as_mut().enable();
         match store::jobs::claim(&config.db, &id, lease_ms).await {
             Ok(Some(job)) => {
-                run_attempt(&config, &id, lease_ms, job, &stop).await;
+                let span = attempt_span(&job);
+                run_attempt(&config, &id, lease_ms, job, &stop)
+                    .instrument(span)
+                    .await;
                 continue;
             }
             Ok(None) => {}
@@ -76,6 +80,19 @@ async fn work(config: WorkerConfig, id: Arc<str>, stop: CancellationToken) {
         }
     }
     tracing::debug!(worker = %id, "worker stopped");
+}
+
+/// With tracing on, a job's attempt is a trace: its chunks (`jobs::kinds`), heartbeats and
+/// the store calls that end it are its children.
+fn attempt_span(job: &Claimed) -> tracing::Span {
+    tracing::info_span!(
+        target: crate::telemetry::SPANS,
+        "job",
+        otel.name = %format_args!("job {}", job.kind),
+        job.id = %job.id,
+        job.kind = %job.kind,
+        job.attempt = job.attempts,
+    )
 }
 
 async fn run_attempt(
@@ -117,7 +134,7 @@ async fn run_attempt(
     let shared = Arc::new(job);
     let task = {
         let job = shared.clone();
-        tokio::spawn(async move { run_kind(&kinds, &job, &context).await })
+        tokio::spawn(async move { run_kind(&kinds, &job, &context).await }.in_current_span())
     };
     let (outcome, cancel_seen) =
         heartbeat_until_done(db, &shared, worker, lease_ms, task, &job_stop).await;

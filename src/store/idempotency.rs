@@ -89,6 +89,7 @@ pub(crate) use store_answer;
 
 type KeyRow = (Vec<u8>, Option<i32>, Option<String>, Option<Vec<u8>>, i64);
 
+#[tracing::instrument(target = "larder::spans::db", name = "idempotency.claim", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn claim(db: &Db, key: &KeyRef<'_>, request_hash: &[u8]) -> StoreResult<Claim> {
     db.write(async {
     let insert = "insert into idempotency_keys (user_id, scope, key, request_hash, created_at_ms) \
@@ -158,6 +159,7 @@ pub async fn claim(db: &Db, key: &KeyRef<'_>, request_hash: &[u8]) -> StoreResul
 }
 
 /// Gives a claimed key back after the request failed, so the client may retry it.
+#[tracing::instrument(target = "larder::spans::db", name = "idempotency.release", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn release(db: &Db, key: &KeyRef<'_>) -> StoreResult<()> {
     db.write(async {
     let sql = "delete from idempotency_keys where user_id = $1 and scope = $2 and key = $3 and status is null";
@@ -174,6 +176,7 @@ pub async fn release(db: &Db, key: &KeyRef<'_>) -> StoreResult<()> {
 }
 
 /// Removes keys past their 24 hours; returns how many.
+#[tracing::instrument(target = "larder::spans::db", name = "idempotency.sweep", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn sweep(db: &Db) -> StoreResult<u64> {
     db.write(async {
         let sql = "delete from idempotency_keys where created_at_ms < $1";

@@ -53,6 +53,7 @@ pub struct NewItem {
 /// Creates an item. With an idempotency key, the answer made from the new item is stored
 /// in the same transaction, so a replay exists exactly when the item does. The write joins
 /// a group commit (see `store::batch`).
+#[tracing::instrument(target = "larder::spans::db", name = "items.insert", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn insert(db: &Db, item: NewItem, respond: Respond) -> StoreResult<Item> {
     match db {
         Db::Sqlite(sqlite) => sqlite.items.insert(item, respond).await,
@@ -60,6 +61,7 @@ pub async fn insert(db: &Db, item: NewItem, respond: Respond) -> StoreResult<Ite
     }
 }
 
+#[tracing::instrument(target = "larder::spans::db", name = "items.find", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn find(db: &Db, id: i64) -> StoreResult<Option<Item>> {
     if let Db::Postgres(postgres) = db {
         return postgres.reads.items.get(db, id).await;
@@ -313,6 +315,7 @@ fn price_bounds(
 
 /// Whether the listing bounds the price under another sort, and if so, how to read it:
 /// one short count over the price index (at most [`NARROW_PRICE_RANGE`] entries) decides.
+#[tracing::instrument(target = "larder::spans::db", name = "items.price_plan", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn price_plan(db: &Db, query: &ItemQuery) -> StoreResult<PricePlan> {
     let filter = &query.filter;
     if query.sort.key == SortKey::Price
@@ -425,6 +428,7 @@ fn listing_sql(
 
 /// Up to `limit` items of `query`, after `after` in its order. Not cached as rows: the read
 /// cache keeps the page's rendered answer instead (`page_body`), under the same rule.
+#[tracing::instrument(target = "larder::spans::db", name = "items.page", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn page(
     db: &Db,
     query: &ItemQuery,
@@ -449,6 +453,7 @@ pub async fn page(
 
 /// [`page`] with the price plan decided already: a listing read in many pages (the export)
 /// counts its price range once, not once a page.
+#[tracing::instrument(target = "larder::spans::db", name = "items.page_planned", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn page_planned(
     db: &Db,
     query: &ItemQuery,
@@ -515,6 +520,7 @@ pub(crate) fn newest_many(db: Db, limits: Vec<i64>) -> Fetched<i64, Arc<Vec<Item
 const NEWEST: &str = "select id, name from items order by id desc limit $1";
 
 /// The newest `limit` items, newest first.
+#[tracing::instrument(target = "larder::spans::db", name = "items.newest", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn newest(db: &Db, limit: i64) -> StoreResult<Vec<ItemSummary>> {
     if let Db::Postgres(postgres) = db {
         let items = postgres.reads.newest.get(db, limit).await?;
@@ -542,6 +548,7 @@ pub async fn newest(db: &Db, limit: i64) -> StoreResult<Vec<ItemSummary>> {
 }
 
 /// Replaces the fields if the item is still at `version`; `None` when it is not (or is gone).
+#[tracing::instrument(target = "larder::spans::db", name = "items.update", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn update(
     db: &Db,
     id: i64,
@@ -571,6 +578,7 @@ pub async fn update(
 }
 
 /// Deletes the item if it is still at `version`; false when it is not (or is gone).
+#[tracing::instrument(target = "larder::spans::db", name = "items.delete", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn delete(db: &Db, id: i64, version: i64) -> StoreResult<bool> {
     db.write(async {
         let sql = "delete from items where id = $1 and version = $2";

@@ -146,6 +146,7 @@ pub enum Enqueued {
 /// owner's row is locked first, so two requests of one user cannot both pass the count
 /// (SQLite's one writer serialises them anyway). On PostgreSQL the notification is sent in
 /// the transaction too, so it is delivered only once the job is committed.
+#[tracing::instrument(target = "larder::spans::db", name = "jobs.enqueue", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn enqueue(
     db: &Db,
     job: &NewJob<'_>,
@@ -207,6 +208,7 @@ pub async fn enqueue(
 }).await
 }
 
+#[tracing::instrument(target = "larder::spans::db", name = "jobs.find", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn find(db: &Db, id: Uuid) -> StoreResult<Option<Job>> {
     let sql = format!("select {JOB_COLUMNS} from jobs where id = $1");
     let job = with_reader!(db, |pool| {
@@ -232,6 +234,7 @@ pub struct JobFilter {
 
 /// Up to `limit` jobs, newest first (`created_us` then `id`, both descending), never the
 /// expired ones.
+#[tracing::instrument(target = "larder::spans::db", name = "jobs.list", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn list(db: &Db, filter: &JobFilter, limit: i64) -> StoreResult<Vec<Job>> {
     let mut conditions = vec![
         "expired_ms is null".to_string(),
@@ -290,6 +293,7 @@ pub enum Cancel {
 /// Cancels a queued job at once, or asks a running one's worker to stop; `None` for an
 /// unknown job. The status is read and changed in one transaction (on PostgreSQL the row is
 /// locked), so a job claimed meanwhile is asked, never cancelled under its worker.
+#[tracing::instrument(target = "larder::spans::db", name = "jobs.cancel", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn cancel(db: &Db, id: Uuid) -> StoreResult<Option<Cancel>> {
     db.write(async {
         let read = format!(
@@ -346,6 +350,7 @@ pub async fn cancel(db: &Db, id: Uuid) -> StoreResult<Option<Cancel>> {
 }
 
 /// Records the result of a job cancelled while queued (what its earlier attempts committed).
+#[tracing::instrument(target = "larder::spans::db", name = "jobs.set_cancelled_result", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn set_cancelled_result(db: &Db, id: Uuid, result: &str) -> StoreResult<()> {
     db.write(async {
         let sql = "update jobs set result = $1 where id = $2 and status = 'cancelled' and expired_ms is null";
@@ -367,6 +372,7 @@ pub struct ProgressRow {
 }
 
 /// The job's progress events after `after`, in order, up to `limit`.
+#[tracing::instrument(target = "larder::spans::db", name = "jobs.progress_after", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn progress_after(
     db: &Db,
     id: Uuid,
@@ -389,6 +395,7 @@ pub async fn progress_after(
 /// Forgets the jobs that finished before `cutoff_ms`: their payload, result, error,
 /// rejections and progress go; the row stays as a tombstone (id, owner, kind, status,
 /// instants), so the id is still known. Returns how many jobs expired.
+#[tracing::instrument(target = "larder::spans::db", name = "jobs.expire", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn expire(db: &Db, cutoff_ms: i64) -> StoreResult<u64> {
     db.write(async {
         const DUE: &str = "select id from jobs where finished_ms < $1 and expired_ms is null";
@@ -422,6 +429,7 @@ pub async fn expire(db: &Db, cutoff_ms: i64) -> StoreResult<u64> {
 /// Takes the next job that is due, or whose worker's lease ran out, for `lease_ms`.
 /// PostgreSQL skips rows other workers are claiming (`for update skip locked`); SQLite has
 /// one writer connection, so claims are serialised there anyway.
+#[tracing::instrument(target = "larder::spans::db", name = "jobs.claim", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn claim(db: &Db, worker: &str, lease_ms: i64) -> StoreResult<Option<Claimed>> {
     db.write(async {
     const CLAIM: &str = "update jobs set status = 'running', attempts = attempts + 1, locked_by = $1, \
@@ -477,6 +485,7 @@ pub enum Held {
 }
 
 /// Extends the lease, and tells whether a cancel was asked for.
+#[tracing::instrument(target = "larder::spans::db", name = "jobs.heartbeat", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn heartbeat(db: &Db, id: Uuid, worker: &str, lease_ms: i64) -> StoreResult<Held> {
     db.write(async {
     let sql = "update jobs set locked_until_ms = $1 where id = $2 and locked_by = $3 and status = 'running' \
@@ -580,6 +589,7 @@ const PG_INSERT_REJECTIONS: &str = "insert into job_rejections (job_id, idx, err
 /// PostgreSQL the row lock it takes keeps a concurrent claim away until the commit).
 /// `(job_id, job_index)` is unique and inserts skip conflicts: a row is never created twice.
 /// Tells whether the worker still holds the job, and whether a cancel was asked for.
+#[tracing::instrument(target = "larder::spans::db", name = "jobs.commit_chunk", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn commit_chunk(
     db: &Db,
     job: &Claimed,
@@ -698,6 +708,7 @@ fn sqlite_insert_rejections(rows: usize) -> String {
 }
 
 /// The ids of the items a job created, in row order.
+#[tracing::instrument(target = "larder::spans::db", name = "jobs.created_ids", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn created_ids(db: &Db, id: Uuid) -> StoreResult<Vec<i64>> {
     let sql = "select id from items where job_id = $1 order by job_index";
     let ids = with_reader!(db, |pool| {
@@ -710,6 +721,7 @@ pub async fn created_ids(db: &Db, id: Uuid) -> StoreResult<Vec<i64>> {
 }
 
 /// The rows a job rejected, in row order, with their errors as JSON text.
+#[tracing::instrument(target = "larder::spans::db", name = "jobs.rejections", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn rejections(db: &Db, id: Uuid) -> StoreResult<Vec<(i64, String)>> {
     let sql = "select idx, errors from job_rejections where job_id = $1 order by idx";
     let rows = with_reader!(db, |pool| {
@@ -724,6 +736,7 @@ pub async fn rejections(db: &Db, id: Uuid) -> StoreResult<Vec<(i64, String)>> {
 /// Marks the job done with its result; false when the worker no longer holds it. A job
 /// whose cancel was asked for during its last chunk ends `cancelled` (with its full result):
 /// the 202 that answered the request said it would.
+#[tracing::instrument(target = "larder::spans::db", name = "jobs.succeed", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn succeed(db: &Db, id: Uuid, worker: &str, result: &str) -> StoreResult<bool> {
     let sql = "update jobs set status = case when cancel_requested then 'cancelled' else 'succeeded' end, \
                result = $1, error = null, done = total, finished_at = $2, finished_ms = $5, \
@@ -733,6 +746,7 @@ pub async fn succeed(db: &Db, id: Uuid, worker: &str, result: &str) -> StoreResu
 }
 
 /// Ends a running job whose cancel was asked for, with what its committed chunks did.
+#[tracing::instrument(target = "larder::spans::db", name = "jobs.cancelled", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn cancelled(db: &Db, id: Uuid, worker: &str, result: Option<&str>) -> StoreResult<bool> {
     let sql = "update jobs set status = 'cancelled', result = $1, finished_at = $2, finished_ms = $5, \
                locked_by = null, locked_until_ms = null \
@@ -741,6 +755,7 @@ pub async fn cancelled(db: &Db, id: Uuid, worker: &str, result: Option<&str>) ->
 }
 
 /// Gives up on the job after its last attempt.
+#[tracing::instrument(target = "larder::spans::db", name = "jobs.fail", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn fail(db: &Db, id: Uuid, worker: &str, error: &str) -> StoreResult<bool> {
     let sql = "update jobs set status = 'failed', error = $1, finished_at = $2, finished_ms = $5, \
                locked_by = null, locked_until_ms = null \
@@ -750,6 +765,7 @@ pub async fn fail(db: &Db, id: Uuid, worker: &str, error: &str) -> StoreResult<b
 
 /// Puts the job back in the queue to be tried again at `run_at_ms`, keeping the error (at
 /// once if its cancel was asked for: the next claim cancels it).
+#[tracing::instrument(target = "larder::spans::db", name = "jobs.retry", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn retry(
     db: &Db,
     id: Uuid,
@@ -765,6 +781,7 @@ pub async fn retry(
 }
 
 /// Hands a job back at shutdown: queued again at once, and the interrupted attempt does not count.
+#[tracing::instrument(target = "larder::spans::db", name = "jobs.release", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn release(db: &Db, id: Uuid, worker: &str) -> StoreResult<bool> {
     db.write(async {
         let sql = "update jobs set status = 'queued', attempts = attempts - 1, run_at_ms = $1, \
@@ -834,6 +851,7 @@ async fn finish(
 }
 
 /// How many jobs are in each status.
+#[tracing::instrument(target = "larder::spans::db", name = "jobs.counts", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn counts(db: &Db) -> StoreResult<Vec<(String, i64)>> {
     let sql = "select status, count(*) from jobs where expired_ms is null group by status";
     let rows = with_reader!(db, |pool| {

@@ -2,6 +2,10 @@
 //! where the dialects agree (`$1` placeholders work on SQLite too), and explicit branches
 //! where they do not.
 //!
+//! Every store call is a span (`#[tracing::instrument(target = "larder::spans::db", …)]`,
+//! named `<module>.<function>`, with `db.system`): exported under a request's or a job's
+//! span when tracing is on; with it off, a disabled callsite (`telemetry::DB_SPANS`).
+//!
 //! A write with `returning` outside a transaction is read with `fetch_all`, never
 //! `fetch_one`/`fetch_optional`: those stop after the first row and reset the statement,
 //! and sqlx ignores the reset's result, while SQLite commits such a statement's implicit
@@ -388,8 +392,17 @@ impl Db {
         matches!(self, Db::Postgres(_))
     }
 
+    /// The backend's name in OpenTelemetry's conventions (`db.system`).
+    pub fn system(&self) -> &'static str {
+        match self {
+            Db::Sqlite(_) => "sqlite",
+            Db::Postgres(_) => "postgresql",
+        }
+    }
+
     /// Readiness (for `/readyz`): the database answers, its file is the one larder opened,
     /// and, after a storage fault, a write succeeds again (a one-row probe).
+    #[tracing::instrument(target = "larder::spans::db", name = "db.ready", skip_all, fields(db.system = self.system(), otel.kind = "client"))]
     pub async fn ready(&self) -> StoreResult<()> {
         self.health().before_write()?;
         with_reader!(self, |pool| {

@@ -4,6 +4,7 @@ use super::{Db, StoreResult, now_millis};
 
 /// Stores a reset token for the active account with this email key; the account's id and
 /// email when there is one (else nothing is stored).
+#[tracing::instrument(target = "larder::spans::db", name = "password_resets.create", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn create(
     db: &Db,
     email_key: &str,
@@ -37,6 +38,7 @@ pub async fn create(
 }
 
 /// The user id and email a live reset token belongs to (the token stays unspent).
+#[tracing::instrument(target = "larder::spans::db", name = "password_resets.owner", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn owner(db: &Db, digest: &[u8]) -> StoreResult<Option<(i64, String)>> {
     let sql = "select u.id, u.email from password_resets r join users u on u.id = r.user_id \
                where r.token_hash = $1 and r.expires_at_ms > $2 and u.is_active";
@@ -52,6 +54,7 @@ pub async fn owner(db: &Db, digest: &[u8]) -> StoreResult<Option<(i64, String)>>
 
 /// Spends a live reset token; the user it belonged to, or `None` when it was unknown,
 /// expired or already spent (of two racing confirmations, one wins).
+#[tracing::instrument(target = "larder::spans::db", name = "password_resets.spend", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn spend(db: &Db, digest: &[u8]) -> StoreResult<Option<i64>> {
     let sql = "delete from password_resets where token_hash = $1 and expires_at_ms > $2 \
                returning user_id";

@@ -29,6 +29,7 @@ pub struct NewSession<'a> {
 }
 
 /// Starts a session with its first refresh token.
+#[tracing::instrument(target = "larder::spans::db", name = "sessions.start", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn start(db: &Db, session: &NewSession<'_>) -> StoreResult<()> {
     db.write(async {
         let now = Utc::now();
@@ -74,6 +75,7 @@ pub enum Refresh {
 /// Spends the refresh token with digest `old` and stores `new` in its place, in one
 /// transaction. Spending is one conditional update, so of two requests racing with the same
 /// token exactly one rotates it, and the other counts as a replay.
+#[tracing::instrument(target = "larder::spans::db", name = "sessions.refresh", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn refresh(db: &Db, old: &[u8], new: &[u8], expires_at_ms: i64) -> StoreResult<Refresh> {
     db.write(async {
         let now_ms = now_millis();
@@ -160,6 +162,7 @@ pub async fn refresh(db: &Db, old: &[u8], new: &[u8], expires_at_ms: i64) -> Sto
 }
 
 /// Revokes the session of the refresh token with this digest, if there is one.
+#[tracing::instrument(target = "larder::spans::db", name = "sessions.revoke_by_refresh", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn revoke_by_refresh(db: &Db, digest: &[u8]) -> StoreResult<bool> {
     let sql = "update sessions set revoked = true \
                where id = (select session_id from refresh_tokens where token_hash = $1) and not revoked";
@@ -179,6 +182,7 @@ pub async fn revoke_by_refresh(db: &Db, digest: &[u8]) -> StoreResult<bool> {
 
 /// Revokes the session `session_id` of `user_id`; false when the user has no such live
 /// session.
+#[tracing::instrument(target = "larder::spans::db", name = "sessions.revoke", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn revoke(db: &Db, user_id: i64, session_id: &str) -> StoreResult<bool> {
     let sql = "update sessions set revoked = true where id = $1 and user_id = $2 and not revoked";
     db.write(async {
@@ -197,6 +201,7 @@ pub async fn revoke(db: &Db, user_id: i64, session_id: &str) -> StoreResult<bool
 }
 
 /// Ends every session of the user.
+#[tracing::instrument(target = "larder::spans::db", name = "sessions.revoke_all", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn revoke_all(db: &Db, user_id: i64) -> StoreResult<u64> {
     db.write(async {
         let revoked = with_writer!(db, |pool| {
@@ -213,6 +218,7 @@ pub async fn revoke_all(db: &Db, user_id: i64) -> StoreResult<u64> {
 }
 
 /// The user's live sessions (not revoked, refresh not expired), oldest first.
+#[tracing::instrument(target = "larder::spans::db", name = "sessions.live", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn live(db: &Db, user_id: i64) -> StoreResult<Vec<Session>> {
     let sql = "select id, created_at, last_used_at, user_agent from sessions \
                where user_id = $1 and not revoked and expires_at_ms > $2 \
@@ -230,6 +236,7 @@ pub async fn live(db: &Db, user_id: i64) -> StoreResult<Vec<Session>> {
 /// Forgets what can no longer be used: expired refresh tokens and password resets, and
 /// sessions that are revoked or expired (a token naming a session that is gone is refused
 /// just as one naming a revoked session).
+#[tracing::instrument(target = "larder::spans::db", name = "sessions.sweep", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn sweep(db: &Db) -> StoreResult<()> {
     let now = now_millis();
     db.write(async {

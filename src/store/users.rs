@@ -38,6 +38,7 @@ pub enum Registration {
     EmailTaken,
 }
 
+#[tracing::instrument(target = "larder::spans::db", name = "users.insert", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn insert(
     db: &Db,
     email: &Email,
@@ -73,6 +74,7 @@ pub async fn insert(
 /// Makes `email` an admin, creating the account if needed (idempotent). With a password
 /// hash, the password is set too, and every token issued before stops working
 /// (`tokens_valid_after`); without one, an existing account keeps its password and tokens.
+#[tracing::instrument(target = "larder::spans::db", name = "users.upsert_admin", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn upsert_admin(
     db: &Db,
     email: &Email,
@@ -124,6 +126,7 @@ pub async fn upsert_admin(
     .await
 }
 
+#[tracing::instrument(target = "larder::spans::db", name = "users.find", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn find(db: &Db, id: i64) -> StoreResult<Option<User>> {
     let cache = db.cache();
     if let Some(user) = cache.and_then(|cache| cache.user(id)) {
@@ -165,6 +168,7 @@ pub struct Account {
 }
 
 /// The account with this email (any case), for login.
+#[tracing::instrument(target = "larder::spans::db", name = "users.credentials", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn credentials(db: &Db, email_key: &str) -> StoreResult<Option<Account>> {
     let sql = "select id, password_hash, is_active from users where email_key = $1";
     let row = with_reader!(db, |pool| {
@@ -181,6 +185,7 @@ pub async fn credentials(db: &Db, email_key: &str) -> StoreResult<Option<Account
 }
 
 /// The password hash of a user, to check a password they type again.
+#[tracing::instrument(target = "larder::spans::db", name = "users.password_hash", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn password_hash(db: &Db, id: i64) -> StoreResult<Option<String>> {
     let sql = "select password_hash from users where id = $1";
     let hash = with_reader!(db, |pool| {
@@ -195,6 +200,7 @@ pub async fn password_hash(db: &Db, id: i64) -> StoreResult<Option<String>> {
 /// The user a token names, if the token's session is live and the user active: one query
 /// (a primary-key lookup on each table) per authenticated request. On SQLite the answer is
 /// cached per session and dropped on every user or session write in this process.
+#[tracing::instrument(target = "larder::spans::db", name = "users.for_session", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn for_session(db: &Db, user_id: i64, session_id: &str) -> StoreResult<Option<User>> {
     if let Db::Postgres(postgres) = db {
         let key: SessionKey = (user_id, session_id.into());
@@ -268,6 +274,7 @@ pub struct Filter<'a> {
 }
 
 /// Up to `limit` users with ids above `after`, in id order.
+#[tracing::instrument(target = "larder::spans::db", name = "users.list", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn list(db: &Db, after: i64, limit: i64, filter: &Filter<'_>) -> StoreResult<Vec<User>> {
     let mut sql = format!("select {COLUMNS} from users where id > $1");
     let mut next = 2;
@@ -334,6 +341,7 @@ impl UserChange<'_> {
 /// Changes a user in one transaction. Demoting or deactivating the last active admin is
 /// refused (on PostgreSQL the active admins' rows are locked first, so two admins demoting
 /// each other at once cannot both succeed); deactivating a user ends all their sessions.
+#[tracing::instrument(target = "larder::spans::db", name = "users.change", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn change(db: &Db, id: i64, change: &UserChange<'_>) -> StoreResult<Change> {
     db.write(async {
         let outcome = with_writer!(db, |pool| {
@@ -388,6 +396,7 @@ pub async fn change(db: &Db, id: i64, change: &UserChange<'_>) -> StoreResult<Ch
 
 /// Sets a user's password: every session ends, every earlier token is refused, and every
 /// pending password reset is spent. False when the user does not exist.
+#[tracing::instrument(target = "larder::spans::db", name = "users.set_password", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn set_password(db: &Db, id: i64, password_hash: &str) -> StoreResult<bool> {
     db.write(async {
         let found = with_writer!(db, |pool| {
@@ -432,6 +441,7 @@ pub enum Deletion {
 /// the last active admin. The check and the delete share a transaction; on PostgreSQL the
 /// admins' rows are locked first, so two admins deleting each other at once cannot both
 /// succeed.
+#[tracing::instrument(target = "larder::spans::db", name = "users.delete", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn delete(db: &Db, id: i64) -> StoreResult<Deletion> {
     db.write(async {
         let outcome = with_writer!(db, |pool| {

@@ -427,7 +427,7 @@ impl Drop for TestApp {
 }
 
 /// Drops a test's schema (on a thread of its own: `Drop` cannot await).
-fn drop_postgres_database(url: String) {
+pub fn drop_postgres_database(url: String) {
     let Some((_, schema)) = url.rsplit_once("search_path]=") else {
         return;
     };

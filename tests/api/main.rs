@@ -24,6 +24,7 @@ mod statuses;
 mod storage;
 mod sweeps;
 mod throttles;
+mod traces;
 mod upgrade;
 
 /// Under `CI=true` no test may be skipped for want of a service or of root: a build without

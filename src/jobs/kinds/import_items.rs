@@ -11,6 +11,7 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
+use tracing::Instrument;
 
 use crate::domain::error::FieldError;
 use crate::domain::fields::not_an_object;
@@ -119,6 +120,16 @@ async fn run(job: &Claimed, context: &JobContext) -> Result<Outcome, JobError> {
             done: end as i64,
             rejected_count,
         };
+        // With tracing on, each committed chunk is a span under the job's attempt.
+        let span = tracing::info_span!(
+            target: crate::telemetry::SPANS,
+            "job.chunk",
+            otel.name = "import_items chunk",
+            job.id = %job.id,
+            chunk.first = done,
+            chunk.rows = end as i64 - done,
+            chunk.rejected = rejected.len(),
+        );
         let committed = context
             .persist(|| {
                 store::jobs::commit_chunk(
@@ -129,6 +140,7 @@ async fn run(job: &Claimed, context: &JobContext) -> Result<Outcome, JobError> {
                     &chunk,
                 )
             })
+            .instrument(span)
             .await?;
         let cancel_requested = match committed {
             None => return Ok(Outcome::Interrupted),
