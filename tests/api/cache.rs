@@ -4,7 +4,6 @@
 //! concurrent reads instead (`store::coalesce`), and a read through one process sees a write
 //! answered by another at once.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -13,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::both_backends;
 use crate::helpers::{Backend, TestApp, fresh_postgres_database};
-use crate::process::{BINARY, free_port, wait_until_serving};
+use crate::process::{free_port, wait_until_serving};
 
 both_backends!(
     item_writes_are_seen_at_once_by_every_cached_read,
@@ -318,19 +317,9 @@ async fn concurrent_reads_and_creations_each_get_their_own_answer(backend: Backe
     }
 }
 
-fn start_process(database: &str, secret: &str) -> (Child, String) {
-    let port = free_port();
-    let child = Command::new(BINARY)
-        .arg("serve")
-        .env("LARDER_BIND", format!("127.0.0.1:{port}"))
-        .env("LARDER_DATABASE_URL", database)
-        .env("LARDER_JWT_SECRET", secret)
-        .env("LARDER_LOG_LEVEL", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start larder");
-    (child, format!("http://127.0.0.1:{port}"))
+/// A GET's JSON body.
+async fn read_json(client: &reqwest::Client, url: String) -> Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
 }
 
 /// Two larder processes on one PostgreSQL database, the second under a read load that keeps
@@ -343,30 +332,15 @@ fn start_process(database: &str, secret: &str) -> (Child, String) {
 )]
 async fn postgres_a_write_through_one_process_is_read_through_another_at_once() {
     let database = fresh_postgres_database().await;
-    let secret = "two-processes-secret-0plum-kettle-429abcdef";
-    let (mut first, writer) = start_process(&database, secret);
-    let (mut second, reader) = start_process(&database, secret);
+    let (writer_port, reader_port) = (free_port(), free_port());
+    let mut first = crate::faults::start(&database, writer_port);
+    let mut second = crate::faults::start(&database, reader_port);
+    let writer = format!("http://127.0.0.1:{writer_port}");
+    let reader = format!("http://127.0.0.1:{reader_port}");
     wait_until_serving(&writer).await;
     wait_until_serving(&reader).await;
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let email = "two-processes@example.com";
-    let created = client
-        .post(format!("{writer}/users"))
-        .json(&json!({"email": email, "password": "plum-kettle-42"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), StatusCode::CREATED);
-    let token: Value = client
-        .post(format!("{writer}/auth/token"))
-        .form(&[("username", email), ("password", "plum-kettle-42")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["access_token"].as_str().unwrap().to_string();
+    let token = crate::jobs::register(&client, &writer).await;
     let stop = Arc::new(AtomicBool::new(false));
     let mut load = Vec::new();
     for n in 0..16 {
@@ -405,14 +379,7 @@ async fn postgres_a_write_through_one_process_is_read_through_another_at_once() 
         let seen = client.get(format!("{reader}{path}")).send().await.unwrap();
         assert_eq!(seen.status(), StatusCode::OK, "round {round}: the new item");
         assert_eq!(seen.json::<Value>().await.unwrap(), item);
-        let page: Value = client
-            .get(format!("{reader}/items?sort=-id&limit=1"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page = read_json(&client, format!("{reader}/items?sort=-id&limit=1")).await;
         assert_eq!(
             page["items"][0]["id"], item["id"],
             "round {round}: the newest page"
@@ -425,14 +392,7 @@ async fn postgres_a_write_through_one_process_is_read_through_another_at_once() 
             .await
             .unwrap();
         assert_eq!(renamed.status(), StatusCode::OK);
-        let seen: Value = client
-            .get(format!("{reader}{path}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let seen = read_json(&client, format!("{reader}{path}")).await;
         assert_eq!(
             seen["name"],
             format!("renamed {round}"),

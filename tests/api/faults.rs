@@ -17,7 +17,8 @@ use crate::process::{BINARY, free_port, wait_until_serving};
 
 const SECRET: &str = "durability-test-secret-0plum-kettle-429abcdef";
 
-fn start(database: &str, port: u16) -> Child {
+/// The binary serving `database` on `port`, quiet, with this file's token secret.
+pub(crate) fn start(database: &str, port: u16) -> Child {
     Command::new(BINARY)
         .arg("serve")
         .env("LARDER_BIND", format!("127.0.0.1:{port}"))
