@@ -19,6 +19,24 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The access token of `root@example.com` (password "admin password"), the admin these
+/// tests create with `larder admin create` or `LARDER_ADMIN_EMAIL`.
+pub async fn root_token(client: &reqwest::Client, base: &str) -> String {
+    let token: Value = client
+        .post(format!("{base}/auth/token"))
+        .form(&[
+            ("username", "root@example.com"),
+            ("password", "admin password"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    token["access_token"].as_str().unwrap().to_string()
+}
+
 /// Waits until `/healthz` answers.
 pub async fn wait_until_serving(base: &str) {
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -172,19 +190,7 @@ async fn admin_create_reads_the_password_from_stdin_and_sigterm_finishes_in_flig
         .unwrap();
     wait_until_serving(&base).await;
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let token: Value = client
-        .post(format!("{base}/auth/token"))
-        .form(&[
-            ("username", "root@example.com"),
-            ("password", "admin password"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["access_token"].as_str().unwrap().to_string();
+    let token = root_token(&client, &base).await;
     let me: Value = client
         .get(format!("{base}/users/me"))
         .bearer_auth(&token)

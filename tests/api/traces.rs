@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use crate::both_backends;
 use crate::helpers::{Backend, drop_postgres_database, fresh_postgres_database};
-use crate::process::{BINARY, free_port, wait_until_serving};
+use crate::process::{BINARY, free_port, root_token, wait_until_serving};
 
 /// A span as received, with its resource's `service.name`.
 #[derive(Debug, Clone)]
@@ -166,22 +166,6 @@ async fn stop(mut server: Child) -> (std::process::ExitStatus, String) {
         .unwrap()
 }
 
-async fn login(client: &reqwest::Client, base: &str) -> String {
-    let token: Value = client
-        .post(format!("{base}/auth/token"))
-        .form(&[
-            ("username", "root@example.com"),
-            ("password", "admin password"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    token["access_token"].as_str().unwrap().to_string()
-}
-
 async fn a_request_continues_its_trace_and_its_store_call_is_a_child(backend: Backend) {
     let receiver = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
@@ -200,7 +184,7 @@ async fn a_request_continues_its_trace_and_its_store_call_is_a_child(backend: Ba
     );
     wait_until_serving(&base).await;
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let token = login(&client, &base).await;
+    let token = root_token(&client, &base).await;
     let created: Value = client
         .post(format!("{base}/items"))
         .bearer_auth(&token)
@@ -404,7 +388,7 @@ async fn a_collector_that_is_down_neither_fails_nor_slows_requests() {
     );
     wait_until_serving(&base).await;
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let token = login(&client, &base).await;
+    let token = root_token(&client, &base).await;
     let started = Instant::now();
     let mut slowest = Duration::ZERO;
     for _ in 0..200 {
@@ -436,7 +420,7 @@ async fn a_collector_that_is_down_neither_fails_nor_slows_requests() {
     // The same server with tracing off: no trace ids in its log.
     let (server, base) = serve(&database, &[]);
     wait_until_serving(&base).await;
-    let token = login(&client, &base).await;
+    let token = root_token(&client, &base).await;
     let answer = client
         .get(format!("{base}/users/me"))
         .bearer_auth(&token)
