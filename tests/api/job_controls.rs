@@ -415,16 +415,19 @@ async fn events(app: &TestApp, user: &TestUser, id: Uuid, last: Option<&str>) ->
     request.send().await.unwrap()
 }
 
-/// `progress` events `first..=last` of an import of `total` valid rows, 1,000 per chunk.
-fn assert_progress(events: &[SseEvent], first: i64, last: i64, total: i64) {
+/// `progress` events from chunk `first` on, of an import of valid rows whose chunks end at
+/// `ends` (the last end is the total): a job's chunks are 1,000 rows, then double what is
+/// done, up to 8,000.
+fn assert_progress(events: &[SseEvent], first: usize, ends: &[i64]) {
+    let total = *ends.last().unwrap();
     let progress: Vec<&SseEvent> = events.iter().filter(|e| e.event == "progress").collect();
     assert_eq!(
-        progress.len() as i64,
-        last - first + 1,
+        progress.len(),
+        ends.len() + 1 - first,
         "one per chunk: {events:?}"
     );
-    for (event, chunk) in progress.iter().zip(first..=last) {
-        let done = (chunk * 1000).min(total);
+    for (event, chunk) in progress.iter().zip(first..) {
+        let done = ends[chunk - 1];
         assert_eq!(event.id.as_deref(), Some(chunk.to_string().as_str()));
         assert_eq!(
             event.data,
@@ -441,12 +444,12 @@ async fn events_stream_each_chunk_then_the_status(backend: Backend) {
     let id = submit(&app, &user, &rows("followed", 5_500)).await;
     let events = read_events(events(&app, &user, id, None).await).await;
     assert_eq!(job(&app, &user, id).await["attempts"], 1);
-    assert_progress(&events, 1, 6, 5_500);
+    assert_progress(&events, 1, &[1_000, 2_000, 4_000, 5_500]);
     let last = events.last().unwrap();
     assert_eq!(last.event, "status");
     assert_eq!(last.data, job(&app, &user, id).await);
     assert_eq!(last.data["status"], "succeeded");
-    assert_eq!(events.len(), 7);
+    assert_eq!(events.len(), 5);
     assert_eq!(
         wait_for(&app, &user, ahead, Duration::from_secs(30), finished).await["status"],
         "succeeded"
@@ -457,11 +460,11 @@ async fn events_resume_after_the_last_event_id(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let user = app.user().await;
     let other = app.user().await;
-    let id = submit(&app, &user, &rows("resumed", 3_500)).await;
+    let id = submit(&app, &user, &rows("resumed", 4_500)).await;
     let done = wait_for(&app, &user, id, Duration::from_secs(20), finished).await;
 
     let resumed = read_events(events(&app, &user, id, Some("2")).await).await;
-    assert_progress(&resumed, 3, 4, 3_500);
+    assert_progress(&resumed, 3, &[1_000, 2_000, 4_000, 4_500]);
     assert_eq!(resumed.len(), 3);
     assert_eq!(resumed[2].event, "status");
     assert_eq!(resumed[2].data, done);
@@ -471,7 +474,7 @@ async fn events_resume_after_the_last_event_id(backend: Backend) {
     assert_eq!(fresh[0].event, "status");
     assert_eq!(fresh[0].data, done);
     let all = read_events(events(&app, &user, id, Some("0")).await).await;
-    assert_progress(&all, 1, 4, 3_500);
+    assert_progress(&all, 1, &[1_000, 2_000, 4_000, 4_500]);
 
     let response = events(&app, &other, id, None).await;
     assert_problem(response, StatusCode::FORBIDDEN, None).await;
@@ -506,7 +509,7 @@ async fn events_reach_a_follower_in_another_process() {
         "{:?}",
         started.elapsed()
     );
-    assert_progress(&events, 1, 5, 4_200);
+    assert_progress(&events, 1, &[1_000, 2_000, 4_000, 4_200]);
     assert_eq!(events.last().unwrap().event, "status");
     assert_eq!(events.last().unwrap().data["status"], "succeeded");
     second.stop().await;
