@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::coalesce::Fetched;
 use super::idempotency::{OwnedKey, StoredResponse};
-use super::{Db, StoreResult};
+use super::{Db, SqliteDb, StoreResult};
 use crate::domain::item::ItemDraft;
 
 /// An item row. The API shows it through `http::items::ItemView`.
@@ -317,11 +317,25 @@ fn price_bounds(
 /// one short count over the price index (at most [`NARROW_PRICE_RANGE`] entries) decides.
 #[tracing::instrument(target = "larder::spans::db", name = "items.price_plan", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn price_plan(db: &Db, query: &ItemQuery) -> StoreResult<PricePlan> {
+    let Some((sql, args)) = price_range_count_sql(query) else {
+        return Ok(PricePlan::SortIndex);
+    };
+    let in_range: i64 = with_reader!(db, |pool| {
+        bind_all!(sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql)), args)
+            .fetch_one(pool)
+            .await?
+    });
+    Ok(plan_for(in_range))
+}
+
+/// The count [`price_plan`] decides by (up to [`NARROW_PRICE_RANGE`] rows in the price
+/// range), or `None` when the listing needs no plan: a price sort, or no price bound.
+fn price_range_count_sql(query: &ItemQuery) -> Option<(String, Vec<Arg>)> {
     let filter = &query.filter;
     if query.sort.key == SortKey::Price
         || (filter.min_price.is_none() && filter.max_price.is_none())
     {
-        return Ok(PricePlan::SortIndex);
+        return None;
     }
     let mut args = Vec::new();
     let mut conditions = Vec::new();
@@ -337,16 +351,15 @@ pub async fn price_plan(db: &Db, query: &ItemQuery) -> StoreResult<PricePlan> {
         "select count(*) from (select 1 from items where {} limit {limit}) as in_range",
         conditions.join(" and ")
     );
-    let in_range: i64 = with_reader!(db, |pool| {
-        bind_all!(sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql)), args)
-            .fetch_one(pool)
-            .await?
-    });
-    Ok(if in_range < NARROW_PRICE_RANGE {
+    Some((sql, args))
+}
+
+fn plan_for(in_range: i64) -> PricePlan {
+    if in_range < NARROW_PRICE_RANGE {
         PricePlan::PriceRange
     } else {
         PricePlan::SortIndex
-    })
+    }
 }
 
 /// The statement of a listing and its arguments, in placeholder order. Each filter is
@@ -447,8 +460,62 @@ pub async fn page(
             .map(|items| items.as_ref().clone())
             .unwrap_or_default());
     }
+    // A text search (`q`) scans rows, unbounded: it stays on sqlx's connection thread.
+    if let (
+        Db::Sqlite(SqliteDb {
+            direct: Some(direct),
+            ..
+        }),
+        None,
+    ) = (db, &query.filter.name_contains)
+    {
+        return direct.read(|connection| {
+            let plan = match price_range_count_sql(query) {
+                Some((sql, args)) => plan_for(
+                    connection
+                        .prepare_cached(&sql)?
+                        .query_row(rusqlite::params_from_iter(&args), |row| row.get(0))?,
+                ),
+                None => PricePlan::SortIndex,
+            };
+            let (sql, args) = listing_sql(query, after, Some(limit), plan);
+            let mut statement = connection.prepare_cached(&sql)?;
+            let items = statement.query_map(rusqlite::params_from_iter(&args), item_of_row)?;
+            items.collect()
+        });
+    }
     let plan = price_plan(db, query).await?;
     page_planned(db, query, plan, after, limit).await
+}
+
+/// An item from a row of [`COLUMNS`], read by rusqlite (the direct reads).
+fn item_of_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Item> {
+    Ok(Item {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        description: row.get(2)?,
+        price: row.get(3)?,
+        quantity: row.get(4)?,
+        owner_id: row.get(5)?,
+        version: row.get(6)?,
+        created_at: row.get(7)?,
+        updated_at: row.get(8)?,
+    })
+}
+
+impl rusqlite::ToSql for Arg {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::ToSqlOutput;
+        Ok(match self {
+            Arg::Int(value) => ToSqlOutput::from(*value),
+            Arg::Real(value) => ToSqlOutput::from(*value),
+            Arg::Text(value) => ToSqlOutput::from(value.as_str()),
+            // As sqlx writes an instant, so that the text comparison with stored ones holds.
+            Arg::Time(value) => {
+                ToSqlOutput::from(value.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false))
+            }
+        })
+    }
 }
 
 /// [`page`] with the price plan decided already: a listing read in many pages (the export)

@@ -59,6 +59,7 @@ macro_rules! with_writer {
 pub mod batch;
 pub mod cache;
 pub mod coalesce;
+pub mod direct;
 pub mod idempotency;
 pub mod items;
 pub mod jobs;
@@ -86,6 +87,8 @@ pub struct SqliteDb {
     pub health: Arc<StorageHealth>,
     /// Jobs whose progress or status changed, told after each commit.
     pub job_events: jobs::JobEvents,
+    /// Listing pages, read on the calling thread (none for an in-memory database).
+    pub direct: Option<Arc<direct::DirectReaders>>,
 }
 
 #[derive(Clone, Debug)]
@@ -273,6 +276,15 @@ impl Db {
                     .after_connect(sqlite_after_connect(file.clone(), false))
                     .connect_with(options.read_only(true).pragma("cache_size", "-512"))
                     .await?;
+                // One per tokio worker: a direct read is never held across an await.
+                let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+                let direct = file
+                    .as_ref()
+                    .map(|file| {
+                        direct::DirectReaders::open(file, workers.min(settings.pool_size as usize))
+                    })
+                    .transpose()?
+                    .map(Arc::new);
                 let cache = Arc::new(cache::ReadCache::default());
                 let health = Arc::new(StorageHealth::new(file));
                 let items =
@@ -284,6 +296,7 @@ impl Db {
                     cache,
                     health,
                     job_events: jobs::JobEvents::default(),
+                    direct,
                 })
             }
             DatabaseUrl::Postgres(url) => {

@@ -200,21 +200,25 @@ pub(crate) fn storage_problem(error: &sqlx::Error) -> Option<StorageProblem> {
         return None;
     };
     if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-        let code: i32 = db.code().and_then(|c| c.parse().ok()).unwrap_or(0);
-        return match code & 0xff {
-            // SQLITE_FULL: the unix VFS reports a short write with ENOSPC so.
-            13 => Some(StorageProblem::Full),
-            // SQLITE_READONLY (incl. READONLY_DBMOVED), SQLITE_IOERR (EIO, EROFS, a failed
-            // fsync...), SQLITE_CANTOPEN, SQLITE_NOTADB (the path now names another file).
-            8 | 10 | 14 | 26 => Some(StorageProblem::Fault),
-            _ if code == SQLITE_CONSTRAINT_COMMITHOOK => Some(StorageProblem::Fault),
-            _ => None,
-        };
+        return sqlite_problem(db.code().and_then(|c| c.parse().ok()).unwrap_or(0));
     }
     match db.code().as_deref() {
         // PostgreSQL: disk_full, and io_error.
         Some("53100") => Some(StorageProblem::Full),
         Some("58030") => Some(StorageProblem::Fault),
+        _ => None,
+    }
+}
+
+/// The storage problem an SQLite (extended) result code names, if any.
+pub(crate) fn sqlite_problem(code: i32) -> Option<StorageProblem> {
+    match code & 0xff {
+        // SQLITE_FULL: the unix VFS reports a short write with ENOSPC so.
+        13 => Some(StorageProblem::Full),
+        // SQLITE_READONLY (incl. READONLY_DBMOVED), SQLITE_IOERR (EIO, EROFS, a failed
+        // fsync...), SQLITE_CANTOPEN, SQLITE_NOTADB (the path now names another file).
+        8 | 10 | 14 | 26 => Some(StorageProblem::Fault),
+        _ if code == SQLITE_CONSTRAINT_COMMITHOOK => Some(StorageProblem::Fault),
         _ => None,
     }
 }
