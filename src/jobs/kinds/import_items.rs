@@ -28,10 +28,10 @@ pub const CHUNK: usize = 1000;
 
 /// Rows in a chunk once the import has run a while. A commit's cost is mostly the index
 /// pages it dirties, and the price-ordered listing indexes (migration 0007) take rows in
-/// random order, so a commit of 1,000 rows writes about as many pages as one of 8,000:
-/// bench/measure_import.py, 100,000 rows on SQLite, 1,000-row chunks throughout
-/// 63,767 items/s, growing to 8,000: see docs/reliability.md. 8,000 rows hold SQLite's
-/// write lock for tens of milliseconds, the bound a creation waits during an import.
+/// random order, so a commit of 1,000 rows writes about as many pages as one of 8,000
+/// (`bench/run.sh`'s 100,000-item import on SQLite, one host, 2026-12-05: 49,831 items/s
+/// in 1,000-row chunks, 98,971 growing to 8,000). 8,000 rows hold SQLite's write lock for
+/// tens of milliseconds, the bound a creation waits during an import.
 pub const CHUNK_MAX: usize = 8000;
 
 /// Where the chunk that starts at row `done` ends: the chunk doubles what is done so far,
