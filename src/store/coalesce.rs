@@ -19,7 +19,9 @@ use futures::future::BoxFuture;
 use tokio::sync::{Semaphore, watch};
 
 use super::batch::same_error;
-use super::{Db, StoreError, StoreResult};
+use sqlx::PgPool;
+
+use super::{StoreError, StoreResult};
 
 type Answer<K, V> = Option<Result<Arc<HashMap<K, V>>, Arc<StoreError>>>;
 
@@ -27,8 +29,8 @@ type Answer<K, V> = Option<Result<Arc<HashMap<K, V>>, Arc<StoreError>>>;
 pub type Fetched<K, V> = BoxFuture<'static, StoreResult<HashMap<K, V>>>;
 
 /// Fetches the values of a batch's keys; a key with no value is absent from the map. Given
-/// the database at each call, not kept: the batcher lives inside it.
-pub type Fetch<K, V> = fn(Db, Vec<K>) -> Fetched<K, V>;
+/// the pool at each call, not kept: the batcher lives beside it.
+pub type Fetch<K, V> = fn(PgPool, Vec<K>) -> Fetched<K, V>;
 
 /// The most keys one batch takes; a read that finds the gathering batch full starts the next.
 const MAX_KEYS: usize = 256;
@@ -71,8 +73,8 @@ where
     }
 
     /// The value of `key`, read by a fetch that starts after this call.
-    pub async fn get(self: &Arc<Self>, db: &Db, key: K) -> StoreResult<Option<V>> {
-        let mut answer = self.join(db, key.clone());
+    pub async fn get(self: &Arc<Self>, pool: &PgPool, key: K) -> StoreResult<Option<V>> {
+        let mut answer = self.join(pool, key.clone());
         let answer = match answer.wait_for(Option::is_some).await {
             Ok(answer) => answer.clone(),
             // The batch's task ended without answering (the runtime is shutting down).
@@ -84,7 +86,7 @@ where
         }
     }
 
-    fn join(self: &Arc<Self>, db: &Db, key: K) -> watch::Receiver<Answer<K, V>> {
+    fn join(self: &Arc<Self>, pool: &PgPool, key: K) -> watch::Receiver<Answer<K, V>> {
         let mut gathering = self
             .gathering
             .lock()
@@ -108,11 +110,11 @@ where
         });
         // Its own task: the read that started the batch may be dropped (a client gone)
         // while others wait on it.
-        tokio::spawn(self.clone().run(db.clone(), id, sender));
+        tokio::spawn(self.clone().run(pool.clone(), id, sender));
         receiver
     }
 
-    async fn run(self: Arc<Self>, db: Db, id: u64, sender: watch::Sender<Answer<K, V>>) {
+    async fn run(self: Arc<Self>, pool: PgPool, id: u64, sender: watch::Sender<Answer<K, V>>) {
         let Ok(_slot) = self.slots.clone().acquire_owned().await else {
             return;
         };
@@ -127,7 +129,10 @@ where
                 .expect("a batch is taken only by its own task");
             gathering.remove(place).keys
         };
-        let answer = (self.fetch)(db, keys).await.map(Arc::new).map_err(Arc::new);
+        let answer = (self.fetch)(pool, keys)
+            .await
+            .map(Arc::new)
+            .map_err(Arc::new);
         let _ = sender.send(Some(answer));
     }
 }

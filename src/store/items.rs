@@ -6,10 +6,29 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
+use sqlx::PgPool;
+
 use super::coalesce::Fetched;
 use super::idempotency::{OwnedKey, StoredResponse};
 use super::{Db, SqliteDb, StoreResult};
 use crate::domain::item::ItemDraft;
+
+/// A statement with a listing's arguments bound, in placeholder order (a macro: sqlx's
+/// query types differ per backend and per kind of result).
+macro_rules! bind_all {
+    ($statement:expr, $args:expr) => {{
+        let mut statement = $statement;
+        for arg in $args {
+            statement = match arg {
+                Arg::Int(value) => statement.bind(value),
+                Arg::Real(value) => statement.bind(value),
+                Arg::Text(value) => statement.bind(value),
+                Arg::Time(value) => statement.bind(value),
+            };
+        }
+        statement
+    }};
+}
 
 /// An item row. The API shows it through `http::items::ItemView`.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -64,7 +83,7 @@ pub async fn insert(db: &Db, item: NewItem, respond: Respond) -> StoreResult<Ite
 #[tracing::instrument(target = "larder::spans::db", name = "items.find", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn find(db: &Db, id: i64) -> StoreResult<Option<Item>> {
     if let Db::Postgres(postgres) = db {
-        return postgres.reads.items.get(db, id).await;
+        return postgres.reads.items.get(&postgres.pool, id).await;
     }
     let cache = db.cache();
     let tag = cache.map(|cache| cache.generation());
@@ -88,16 +107,13 @@ pub async fn find(db: &Db, id: i64) -> StoreResult<Option<Item>> {
 }
 
 /// PostgreSQL's batched item reads (`store::coalesce`): every id in one statement.
-pub(crate) fn find_many(db: Db, ids: Vec<i64>) -> Fetched<i64, Item> {
+pub(crate) fn find_many(pool: PgPool, ids: Vec<i64>) -> Fetched<i64, Item> {
     Box::pin(async move {
         let sql = "select id, name, description, price, quantity, owner_id, version, created_at, updated_at \
                    from items where id = any($1)";
-        let Db::Postgres(postgres) = &db else {
-            unreachable!("only PostgreSQL batches its reads");
-        };
         let items = sqlx::query_as::<_, Item>(sql)
             .bind(&ids)
-            .fetch_all(&postgres.pool)
+            .fetch_all(&pool)
             .await?;
         Ok(items.into_iter().map(|item| (item.id, item)).collect())
     })
@@ -128,13 +144,22 @@ impl std::hash::Hash for PageRead {
 }
 
 /// PostgreSQL's batched page reads: each distinct page once.
-pub(crate) fn pages(db: Db, reads: Vec<PageRead>) -> Fetched<PageRead, Arc<Vec<Item>>> {
+pub(crate) fn pages(pool: PgPool, reads: Vec<PageRead>) -> Fetched<PageRead, Arc<Vec<Item>>> {
     Box::pin(async move {
         let mut pages = HashMap::with_capacity(reads.len());
         for read in reads {
-            let plan = price_plan(&db, &read.query).await?;
-            let items =
-                page_planned(&db, &read.query, plan, read.after.as_ref(), read.limit).await?;
+            let plan = match price_range_count_sql(&read.query) {
+                Some((sql, args)) => plan_for(
+                    bind_all!(sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql)), args)
+                        .fetch_one(&pool)
+                        .await?,
+                ),
+                None => PricePlan::SortIndex,
+            };
+            let (sql, args) = listing_sql(&read.query, read.after.as_ref(), Some(read.limit), plan);
+            let items = bind_all!(sqlx::query_as::<_, Item>(sqlx::AssertSqlSafe(sql)), args)
+                .fetch_all(&pool)
+                .await?;
             pages.insert(read, Arc::new(items));
         }
         Ok(pages)
@@ -257,23 +282,6 @@ fn contains_pattern(text: &str) -> String {
 
 const COLUMNS: &str =
     "id, name, description, price, quantity, owner_id, version, created_at, updated_at";
-
-/// A statement with a listing's arguments bound, in placeholder order (a macro: sqlx's
-/// query types differ per backend and per kind of result).
-macro_rules! bind_all {
-    ($statement:expr, $args:expr) => {{
-        let mut statement = $statement;
-        for arg in $args {
-            statement = match arg {
-                Arg::Int(value) => statement.bind(value),
-                Arg::Real(value) => statement.bind(value),
-                Arg::Text(value) => statement.bind(value),
-                Arg::Time(value) => statement.bind(value),
-            };
-        }
-        statement
-    }};
-}
 
 /// Adds an argument; its placeholder.
 fn bind(args: &mut Vec<Arg>, arg: Arg) -> String {
@@ -455,7 +463,7 @@ pub async fn page(
             after: after.copied(),
             limit,
         };
-        let items = postgres.reads.pages.get(db, read).await?;
+        let items = postgres.reads.pages.get(&postgres.pool, read).await?;
         return Ok(items
             .map(|items| items.as_ref().clone())
             .unwrap_or_default());
@@ -567,16 +575,13 @@ pub fn keep_page_body(db: &Db, key: PageKey, tag: Option<u64>, page: RenderedPag
 }
 
 /// PostgreSQL's batched `newest` reads: each distinct limit once.
-pub(crate) fn newest_many(db: Db, limits: Vec<i64>) -> Fetched<i64, Arc<Vec<ItemSummary>>> {
+pub(crate) fn newest_many(pool: PgPool, limits: Vec<i64>) -> Fetched<i64, Arc<Vec<ItemSummary>>> {
     Box::pin(async move {
-        let Db::Postgres(postgres) = &db else {
-            unreachable!("only PostgreSQL batches its reads");
-        };
         let mut pages = HashMap::with_capacity(limits.len());
         for limit in limits {
             let items = sqlx::query_as::<_, ItemSummary>(NEWEST)
                 .bind(limit)
-                .fetch_all(&postgres.pool)
+                .fetch_all(&pool)
                 .await?;
             pages.insert(limit, Arc::new(items));
         }
@@ -590,7 +595,7 @@ const NEWEST: &str = "select id, name from items order by id desc limit $1";
 #[tracing::instrument(target = "larder::spans::db", name = "items.newest", skip_all, fields(db.system = db.system(), otel.kind = "client"))]
 pub async fn newest(db: &Db, limit: i64) -> StoreResult<Vec<ItemSummary>> {
     if let Db::Postgres(postgres) = db {
-        let items = postgres.reads.newest.get(db, limit).await?;
+        let items = postgres.reads.newest.get(&postgres.pool, limit).await?;
         return Ok(items
             .map(|items| items.as_ref().clone())
             .unwrap_or_default());

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use sqlx::PgPool;
 
 use super::coalesce::Fetched;
 use super::{Db, StoreError, StoreResult, is_unique_violation};
@@ -204,7 +205,7 @@ pub async fn password_hash(db: &Db, id: i64) -> StoreResult<Option<String>> {
 pub async fn for_session(db: &Db, user_id: i64, session_id: &str) -> StoreResult<Option<User>> {
     if let Db::Postgres(postgres) = db {
         let key: SessionKey = (user_id, session_id.into());
-        return postgres.reads.session_users.get(db, key).await;
+        return postgres.reads.session_users.get(&postgres.pool, key).await;
     }
     let cache = db.cache();
     if let Some(user) = cache.and_then(|cache| cache.session_user(session_id)) {
@@ -240,11 +241,8 @@ struct SessionUser {
 
 /// PostgreSQL's batched token checks (`store::coalesce`): every waiting session in one query.
 /// A key is answered only when the session belongs to the user the token names.
-pub(crate) fn for_sessions(db: Db, keys: Vec<SessionKey>) -> Fetched<SessionKey, User> {
+pub(crate) fn for_sessions(pool: PgPool, keys: Vec<SessionKey>) -> Fetched<SessionKey, User> {
     Box::pin(async move {
-        let Db::Postgres(postgres) = &db else {
-            unreachable!("only PostgreSQL batches its reads");
-        };
         let sql = "select s.id as session_id, u.id, u.email, u.full_name, u.role, u.created_at, \
                    u.tokens_valid_after, u.is_active \
                    from sessions s join users u on u.id = s.user_id \
@@ -252,7 +250,7 @@ pub(crate) fn for_sessions(db: Db, keys: Vec<SessionKey>) -> Fetched<SessionKey,
         let session_ids: Vec<&str> = keys.iter().map(|(_, session)| session.as_ref()).collect();
         let rows = sqlx::query_as::<_, SessionUser>(sql)
             .bind(&session_ids)
-            .fetch_all(&postgres.pool)
+            .fetch_all(&pool)
             .await?;
         let mut users = HashMap::with_capacity(rows.len());
         for row in rows {
