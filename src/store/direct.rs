@@ -98,3 +98,48 @@ fn store_error(error: rusqlite::Error) -> StoreError {
         _ => StoreError::Database(wrapped),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(extended_code: i32) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(extended_code), None)
+    }
+
+    #[test]
+    fn sqlite_failures_are_told_apart_as_sqlx_errors_are() {
+        // SQLITE_FULL, SQLITE_IOERR_READ, SQLITE_READONLY_DBMOVED, SQLITE_BUSY, SQLITE_ERROR.
+        assert!(matches!(store_error(failure(13)), StoreError::Full(_)));
+        assert!(matches!(store_error(failure(266)), StoreError::Fault(_)));
+        assert!(matches!(store_error(failure(1032)), StoreError::Fault(_)));
+        assert!(matches!(
+            store_error(failure(5)),
+            StoreError::Unavailable(_)
+        ));
+        assert!(matches!(store_error(failure(1)), StoreError::Database(_)));
+        assert!(matches!(
+            store_error(rusqlite::Error::InvalidColumnIndex(9)),
+            StoreError::Database(_)
+        ));
+    }
+
+    #[test]
+    fn reads_run_on_the_file_and_refuse_to_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("larder.db");
+        let writer = Connection::open(&path).unwrap();
+        writer
+            .execute_batch(
+                "pragma journal_mode = wal; create table t (x); insert into t values (7);",
+            )
+            .unwrap();
+        let readers = DirectReaders::open(&DatabaseFile::open(&path).unwrap(), 2).unwrap();
+        let x: i64 = readers
+            .read(|connection| connection.query_row("select x from t", [], |row| row.get(0)))
+            .unwrap();
+        assert_eq!(x, 7);
+        let refused = readers.read(|connection| connection.execute("insert into t values (8)", []));
+        assert!(matches!(refused, Err(StoreError::Fault(_))), "{refused:?}");
+    }
+}
