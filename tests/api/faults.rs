@@ -3,7 +3,7 @@
 //! recovers without a restart.
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -13,20 +13,11 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use crate::helpers::{Backend, TestApp, assert_problem, fresh_postgres_database};
-use crate::process::{BINARY, free_port, wait_until_serving};
+use crate::process::{free_port, wait_until_serving};
 
-const SECRET: &str = "durability-test-secret-0plum-kettle-429abcdef";
-
-/// The binary serving `database` on `port`, quiet, with this file's token secret.
+/// The binary serving `database` on `port` (`process::serve`).
 pub(crate) fn start(database: &str, port: u16) -> Child {
-    Command::new(BINARY)
-        .arg("serve")
-        .env("LARDER_BIND", format!("127.0.0.1:{port}"))
-        .env("LARDER_DATABASE_URL", database)
-        .env("LARDER_JWT_SECRET", SECRET)
-        .env("LARDER_LOG_LEVEL", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+    crate::process::serve(database, port)
         .spawn()
         .expect("start larder")
 }
@@ -305,8 +296,9 @@ async fn postgres_outage_gives_503_and_recovers_without_restart() {
 )]
 async fn postgres_processes_share_users_and_tokens() {
     let database = fresh_postgres_database().await;
-    let shared =
-        |settings: &mut larder::config::Settings| settings.jwt_secret = Some(SECRET.to_string());
+    let shared = |settings: &mut larder::config::Settings| {
+        settings.jwt_secret = Some(crate::process::SECRET.to_string())
+    };
     let first = TestApp::spawn_with_database(Backend::Postgres, database.clone(), shared).await;
     let second = TestApp::spawn_with_database(Backend::Postgres, database, shared).await;
     let user = first.user().await;

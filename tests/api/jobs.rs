@@ -11,12 +11,12 @@ use crate::both_backends;
 use crate::helpers::{
     Backend, TestApp, TestUser, assert_problem, error_locs, fresh_postgres_database,
 };
+use crate::process::{free_port, wait_until_serving};
 use larder::config::{DatabaseUrl, Settings};
 
-pub(crate) const SECRET: &str = "a-test-secret-that-is-long-enough-for-hs256";
-
+/// The in-process server accepts the tokens of the binaries these tests start.
 pub(crate) fn keep_tokens(settings: &mut Settings) {
-    settings.jwt_secret = Some(SECRET.to_string());
+    settings.jwt_secret = Some(crate::process::SECRET.to_string());
 }
 
 /// `count` import rows named `{prefix}-{index}`.
@@ -792,47 +792,21 @@ impl Drop for Server {
     }
 }
 
-pub(crate) fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-pub(crate) async fn start_server(
-    database_url: &str,
-    port: u16,
-    client: &reqwest::Client,
-) -> Server {
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_larder"))
-        .arg("serve")
-        .env("LARDER_DATABASE_URL", database_url)
-        .env("LARDER_BIND", format!("127.0.0.1:{port}"))
-        .env("LARDER_JWT_SECRET", SECRET)
+/// The binary on `database_url` at `port`, two workers on a 2 s lease, once it serves.
+pub(crate) async fn start_server(database_url: &str, port: u16) -> Server {
+    let child = crate::process::serve(database_url, port)
         .env("LARDER_JOB_LEASE", "2")
         .env("LARDER_WORKERS", "2")
         // One user submits every job of these tests, far more than a user's usual quota.
         .env("LARDER_JOB_QUOTA", "1000")
-        .env("LARDER_LOG_LEVEL", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
         .spawn()
         .expect("the larder binary starts");
     let server = Server {
         child,
         base: format!("http://127.0.0.1:{port}"),
     };
-    let started = Instant::now();
-    loop {
-        if let Ok(response) = client.get(format!("{}/healthz", server.base)).send().await
-            && response.status() == StatusCode::OK
-        {
-            return server;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "larder did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_serving(&server.base).await;
+    server
 }
 
 /// Registers a user on a running binary and returns their token.
@@ -871,7 +845,7 @@ async fn killed_server_loses_no_job(backend: Backend) {
     };
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let port = free_port();
-    let mut server = start_server(database_url.as_str(), port, &client).await;
+    let mut server = start_server(database_url.as_str(), port).await;
 
     let token = register(&client, &server.base).await;
 
@@ -916,7 +890,7 @@ async fn killed_server_loses_no_job(backend: Backend) {
         "every job had finished before the kill"
     );
 
-    let server = start_server(database_url.as_str(), port, &client).await;
+    let server = start_server(database_url.as_str(), port).await;
     for id in &ids {
         let started = Instant::now();
         loop {
@@ -960,8 +934,8 @@ async fn status_after_kill(database_url: &DatabaseUrl, ids: &[Uuid]) -> i64 {
 async fn postgres_processes_share_one_queue_and_survive_a_kill() {
     let database_url = fresh_postgres_database().await;
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let mut first = start_server(&database_url, free_port(), &client).await;
-    let second = start_server(&database_url, free_port(), &client).await;
+    let mut first = start_server(&database_url, free_port()).await;
+    let second = start_server(&database_url, free_port()).await;
     let token = register(&client, &first.base).await;
     let submit_to = |base: &str, items: Vec<Value>| {
         let request = client

@@ -160,12 +160,9 @@ async fn migrate_applies_and_serve_no_migrate_refuses_a_schema_behind(backend: B
     let url = database_url_for(backend, &dir).await;
     let port = free_port();
     let serve = |url: &str| {
-        Command::new(BINARY)
-            .args(["serve", "--no-migrate"])
-            .env("LARDER_BIND", format!("127.0.0.1:{port}"))
-            .env("LARDER_DATABASE_URL", url)
+        crate::process::serve(url, port)
+            .arg("--no-migrate")
             .env_remove("LARDER_REDIS_URL")
-            .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap()

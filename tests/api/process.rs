@@ -10,6 +10,26 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_larder");
 
+/// The token secret of the tests that run `larder serve` as a process (and of their
+/// in-process servers that must accept the same tokens).
+pub const SECRET: &str = "a-test-secret-that-is-long-enough-for-hs256";
+
+/// `larder serve` on `database` at 127.0.0.1:`port` with [`SECRET`], quiet (warn level,
+/// output discarded): what every test that runs the binary as a server starts from, adding
+/// or overriding its own settings.
+pub fn serve(database: &str, port: u16) -> Command {
+    let mut command = Command::new(BINARY);
+    command
+        .arg("serve")
+        .env("LARDER_BIND", format!("127.0.0.1:{port}"))
+        .env("LARDER_DATABASE_URL", database)
+        .env("LARDER_JWT_SECRET", SECRET)
+        .env("LARDER_LOG_LEVEL", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
 /// A port that is free right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -37,10 +57,10 @@ pub async fn root_token(client: &reqwest::Client, base: &str) -> String {
     token["access_token"].as_str().unwrap().to_string()
 }
 
-/// Waits until `/healthz` answers.
+/// Waits until `/healthz` answers (at most 20 s: a restart after `kill -9` recovers first).
 pub async fn wait_until_serving(base: &str) {
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    for _ in 0..200 {
+    for _ in 0..400 {
         if let Ok(response) = client.get(format!("{base}/healthz")).send().await
             && response.status() == StatusCode::OK
         {

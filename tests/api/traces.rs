@@ -125,17 +125,10 @@ const OTEL_VARIABLES: [&str; 8] = [
 /// The larder binary serving `database` on a free port with `env`, logging JSON lines.
 fn serve(database: &str, env: &[(&str, &str)]) -> (Child, String) {
     let port = free_port();
-    let mut command = Command::new(BINARY);
+    let mut command = crate::process::serve(database, port);
     command
-        .arg("serve")
-        .env("LARDER_BIND", format!("127.0.0.1:{port}"))
-        .env("LARDER_DATABASE_URL", database)
         .env("LARDER_LOG_FORMAT", "json")
         .env("LARDER_LOG_LEVEL", "info")
-        .env(
-            "LARDER_JWT_SECRET",
-            "a test secret that is long enough to use",
-        )
         .env("LARDER_ADMIN_EMAIL", "root@example.com")
         .env("LARDER_ADMIN_PASSWORD", "admin password")
         .stdout(Stdio::piped())
