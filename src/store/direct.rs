@@ -18,9 +18,9 @@ use rusqlite::{Connection, OpenFlags};
 use super::StoreError;
 use super::storage::{self, DatabaseFile, StorageProblem};
 
-/// Read-only connections to the database file, one taken per read.
+/// Read-only connections to the database file, one taken per read; none once closed.
 pub struct DirectReaders {
-    connections: Box<[Mutex<Connection>]>,
+    connections: Box<[Mutex<Option<Connection>>]>,
     next: AtomicUsize,
 }
 
@@ -45,7 +45,10 @@ impl DirectReaders {
             StoreError::Fault(sqlx::Error::Io(std::io::Error::other(problem)))
         })?;
         Ok(DirectReaders {
-            connections: connections.into_iter().map(Mutex::new).collect(),
+            connections: connections
+                .into_iter()
+                .map(|connection| Mutex::new(Some(connection)))
+                .collect(),
             next: AtomicUsize::new(0),
         })
     }
@@ -59,13 +62,24 @@ impl DirectReaders {
         let count = self.connections.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let free = (0..count).find_map(|k| self.connections[(start + k) % count].try_lock().ok());
-        let connection = match free {
-            Some(connection) => connection,
+        let held = match free {
+            Some(held) => held,
             None => self.connections[start % count]
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner),
         };
-        read(&connection).map_err(store_error)
+        match held.as_ref() {
+            Some(connection) => read(connection).map_err(store_error),
+            None => Err(StoreError::Unavailable(sqlx::Error::PoolClosed)),
+        }
+    }
+
+    /// Closes every connection. Called before the writer closes: the last connection to
+    /// close checkpoints the WAL into the database file, and a read-only one cannot.
+    pub fn close(&self) {
+        for slot in &self.connections {
+            drop(slot.lock().unwrap_or_else(PoisonError::into_inner).take());
+        }
     }
 }
 

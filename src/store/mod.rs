@@ -467,6 +467,9 @@ impl Db {
     pub async fn close(&self) {
         match self {
             Db::Sqlite(sqlite) => {
+                if let Some(direct) = &sqlite.direct {
+                    direct.close();
+                }
                 sqlite.reader.close().await;
                 sqlite.writer.close().await;
             }

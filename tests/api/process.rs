@@ -221,6 +221,16 @@ async fn admin_create_reads_the_password_from_stdin_and_sigterm_finishes_in_flig
         .await
         .unwrap();
     assert_eq!(me["role"], "admin");
+    // A filtered page (read through the direct SQLite connections, which must be closed
+    // before the writer for the stop to checkpoint).
+    let page = client
+        .get(format!(
+            "{base}/items?owner_id=1&min_price=1&sort=-created_at"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
 
     // A request in flight when SIGTERM arrives still gets its answer; then the process exits 0.
     // In flight for real: its body arrives half before the signal, half a second after it.
@@ -282,4 +292,20 @@ async fn admin_create_reads_the_password_from_stdin_and_sigterm_finishes_in_flig
     assert!(line["latency_ms"].as_f64().unwrap() >= 900.0);
     // After a restart the old token still works: the secret is kept beside the database.
     assert!(dir.path().join("larder.db.jwt-secret").exists());
+    // A clean stop leaves every write in the database file itself: the last connection to
+    // close (the writer, after every reader) checkpointed the WAL. Read without the WAL:
+    let file = dir.path().join("larder.db");
+    let alone = rusqlite::Connection::open_with_flags(
+        format!("file:{}?immutable=1", file.display()),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+    )
+    .unwrap();
+    let kept: i64 = alone
+        .query_row(
+            "select count(*) from items where name = 'sent across a shutdown'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(kept, 1);
 }
