@@ -113,12 +113,10 @@ async fn login(
         state.limits.failed_logins.blocked(pair),
         state.limits.failed_logins_by_address.blocked(address),
     );
-    if let Some(wait) = pair_wait.max(address_wait) {
-        return Err(ApiError::too_many(
-            "Too many failed login attempts, please try later",
-            wait,
-        ));
-    }
+    ApiError::unless_throttled(
+        pair_wait.max(address_wait),
+        "Too many failed login attempts, please try later",
+    )?;
     let account = users::credentials(&state.db, &account).await?;
     let (stored, active) = match &account {
         Some(account) => (Some(account.password_hash.clone()), account.is_active),

@@ -218,6 +218,18 @@ impl ApiError {
             .with_header(header::RETRY_AFTER, HeaderValue::from(seconds))
     }
 
+    /// A throttle's verdict as a result: 429 (with `detail` and the wait) when it says to
+    /// wait, else nothing to stop the request.
+    pub fn unless_throttled(
+        wait: Option<std::time::Duration>,
+        detail: &'static str,
+    ) -> Result<(), Self> {
+        match wait {
+            Some(wait) => Err(ApiError::too_many(detail, wait)),
+            None => Ok(()),
+        }
+    }
+
     pub fn unavailable(detail: &'static str) -> Self {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, detail)
             .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))

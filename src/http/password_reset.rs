@@ -75,12 +75,10 @@ pub async fn request_reset(
     client: ClientAddress,
     Body(request): Body<ResetRequest>,
 ) -> ApiResult<Response> {
-    if let Some(wait) = state.limits.password_resets.count(client.key()).await {
-        return Err(ApiError::too_many(
-            "Too many password reset requests from this address, please try later",
-            wait,
-        ));
-    }
+    ApiError::unless_throttled(
+        state.limits.password_resets.count(client.key()).await,
+        "Too many password reset requests from this address, please try later",
+    )?;
     let token = secret::new_token();
     let expires_at_ms = now_millis() + RESET_TTL_MINUTES * 60 * 1000;
     let account = password_resets::create(

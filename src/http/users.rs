@@ -104,12 +104,10 @@ pub async fn register(
     client: ClientAddress,
     Body(new_user): Body<NewUser>,
 ) -> ApiResult<Response> {
-    if let Some(wait) = state.limits.registrations.count(client.key()).await {
-        return Err(ApiError::too_many(
-            "Too many registrations from this address, please try later",
-            wait,
-        ));
-    }
+    ApiError::unless_throttled(
+        state.limits.registrations.count(client.key()).await,
+        "Too many registrations from this address, please try later",
+    )?;
     let hash = password::hash(&new_user.password).await.map_err(|error| {
         tracing::error!(%error, "hashing a password failed");
         ApiError::internal()
@@ -419,12 +417,10 @@ pub async fn change_password(
     // password. Per account only: only the token's holder can spend this budget, and the
     // peer address is attached to POST requests only (`server`).
     let pair = ClientKey::of(&format!("password-change\n{}", owner.key()));
-    if let Some(wait) = state.limits.failed_logins.blocked(pair).await {
-        return Err(ApiError::too_many(
-            "Too many failed login attempts, please try later",
-            wait,
-        ));
-    }
+    ApiError::unless_throttled(
+        state.limits.failed_logins.blocked(pair).await,
+        "Too many failed login attempts, please try later",
+    )?;
     let stored = users::password_hash(&state.db, caller.id()).await?;
     let verified = password::verify(change.current_password, stored)
         .await

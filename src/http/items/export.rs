@@ -54,6 +54,8 @@ pub enum Format {
 /// The format `Accept` prefers (RFC 9110 §12.5.1): the one with the higher quality, by the
 /// most specific range naming it; on a tie the one named more specifically, then NDJSON.
 /// No `Accept` (or an empty one) is NDJSON. `None` when neither is acceptable (406).
+/// Not `headers-accept` (the 406 check's parser): it matches a range with parameters only
+/// to a type with the same ones, so `text/csv; charset=utf-8` would be refused.
 pub fn negotiate(headers: &HeaderMap) -> Option<Format> {
     let ranges: Vec<(String, String, f32)> = headers
         .get_all(header::ACCEPT)
