@@ -16,11 +16,10 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
+use sqlx::PgPool;
 use tokio::sync::{Semaphore, watch};
 
 use super::batch::same_error;
-use sqlx::PgPool;
-
 use super::{StoreError, StoreResult};
 
 type Answer<K, V> = Option<Result<Arc<HashMap<K, V>>, Arc<StoreError>>>;

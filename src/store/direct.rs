@@ -104,12 +104,11 @@ fn store_error(error: rusqlite::Error) -> StoreError {
         _ => None,
     };
     let wrapped = sqlx::Error::Io(std::io::Error::other(error));
-    match code.map(|code| (code, storage::sqlite_problem(code))) {
-        Some((_, Some(StorageProblem::Full))) => StoreError::Full(wrapped),
-        Some((_, Some(StorageProblem::Fault))) => StoreError::Fault(wrapped),
-        // SQLITE_BUSY, SQLITE_LOCKED: try again.
-        Some((code, None)) if matches!(code & 0xff, 5 | 6) => StoreError::Unavailable(wrapped),
-        _ => StoreError::Database(wrapped),
+    match code.and_then(storage::sqlite_problem) {
+        Some(StorageProblem::Full) => StoreError::Full(wrapped),
+        Some(StorageProblem::Fault) => StoreError::Fault(wrapped),
+        None if code.is_some_and(super::sqlite_busy) => StoreError::Unavailable(wrapped),
+        None => StoreError::Database(wrapped),
     }
 }
 

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-
 use sqlx::PgPool;
 
 use super::coalesce::Fetched;

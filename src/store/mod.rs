@@ -173,10 +173,8 @@ fn is_unavailable(error: &sqlx::Error) -> bool {
         | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(db) => {
             let code = db.code().unwrap_or_default();
-            // SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6) with their extended codes.
             if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-                let numeric = code.parse::<i32>().unwrap_or_default();
-                return matches!(numeric & 0xff, 5 | 6);
+                return sqlite_busy(code.parse::<i32>().unwrap_or_default());
             }
             // PostgreSQL: connection exceptions, shutdown, too many connections.
             code.starts_with("08")
@@ -186,6 +184,12 @@ fn is_unavailable(error: &sqlx::Error) -> bool {
         }
         _ => false,
     }
+}
+
+/// Whether an SQLite (extended) result code says the database is busy: SQLITE_BUSY (5) or
+/// SQLITE_LOCKED (6), with their extended codes. Worth trying again.
+pub(crate) fn sqlite_busy(code: i32) -> bool {
+    matches!(code & 0xff, 5 | 6)
 }
 
 /// A multi-row SQLite statement: `head`, then `rows` copies of `tuple` joined by commas, then
